@@ -1,0 +1,44 @@
+# Two commands do everything on a fresh Debian machine: `make run` and `make test`.
+SHELL := /bin/bash
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+APT_UPDATED := /tmp/.sluice-apt-updated
+TAP_FLAGS ?=
+
+.PHONY: run test setup system-deps browser-deps lint typecheck bench clean-data
+
+run: setup
+	node bin/sluice.js serve
+
+test: setup browser-deps lint typecheck
+	npx tap $(TAP_FLAGS)
+
+bench: setup
+	node --import tsx bench/run.ts
+
+setup: system-deps node_modules/.installed
+
+# npm ci when the lock file changed since the last install; better-sqlite3 builds from source here (about a minute).
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-fund --no-audit
+	touch $@
+
+$(APT_UPDATED):
+	$(SUDO) apt-get update -qq
+	touch $@
+
+system-deps:
+	@command -v nats-server >/dev/null || { $(MAKE) $(APT_UPDATED) && $(SUDO) apt-get install -y -qq nats-server; }
+
+# Debian's Chromium for the browser tests (playwright-core drives it; it never downloads a browser).
+browser-deps:
+	@command -v chromium >/dev/null || { $(MAKE) $(APT_UPDATED) && $(SUDO) apt-get install -y -qq chromium; }
+	@command -v sftp >/dev/null || { $(MAKE) $(APT_UPDATED) && $(SUDO) apt-get install -y -qq openssh-client; }
+
+lint: node_modules/.installed
+	npx biome check .
+
+typecheck: node_modules/.installed
+	npx tsc --noEmit
+
+clean-data:
+	rm -rf data

@@ -1,0 +1,105 @@
+import { join } from 'node:path'
+import { Command, Option } from 'commander'
+import { type ConfigInput, createLogger, loadConfig, ROLE_NAMES, type SluiceConfig, startSluice } from '../pipeline/index.ts'
+import { ApiKeyStore, openStateDb, SCOPES, type Scope } from '../storage/index.ts'
+import { runDemo } from './demo.ts'
+
+const program = new Command('sluice')
+  .description('Real-time ingestion for fraud and transaction monitoring')
+  .option('-c, --config <file>', 'JSON config file (also SLUICE_CONFIG)')
+
+function configFrom(overrides: ConfigInput = {}): SluiceConfig {
+  return loadConfig({ file: program.opts().config, overrides })
+}
+
+program
+  .command('serve')
+  .description('run the pipeline roles (all of them by default) until SIGINT/SIGTERM')
+  .addOption(new Option('--roles <list>', `comma-separated roles: ${ROLE_NAMES.join(', ')}`))
+  .option('--port <port>', 'HTTP port (SLUICE_HTTP_PORT)')
+  .option('--data-dir <dir>', 'data directory (SLUICE_DATA_DIR)')
+  .action(async (opts: { roles?: string; port?: string; dataDir?: string }) => {
+    const config = configFrom({
+      ...(opts.roles && { roles: opts.roles.split(',').map((r) => r.trim()) }),
+      ...(opts.port && { http: { port: Number(opts.port) } }),
+      ...(opts.dataDir && { dataDir: opts.dataDir }),
+    })
+    const log = createLogger(config)
+    const sluice = await startSluice(config, { log })
+    if (sluice.generatedAdminKey) {
+      // Printed once, on stdout, outside the JSON log: it is stored only as a hash.
+      process.stdout.write(`\nAdmin API key (shown only now, keep it safe):\n  ${sluice.generatedAdminKey}\n\n`)
+    }
+    log.info({ http: sluice.httpUrl, nats: sluice.natsUrl, roles: config.roles, dataDir: config.dataDir }, 'sluice is running')
+    let stopping = false
+    const shutdown = async (signal: string) => {
+      if (stopping) return
+      stopping = true
+      log.info({ signal }, 'shutting down')
+      await sluice.stop()
+      log.info('stopped')
+      process.exit(0)
+    }
+    process.on('SIGINT', shutdown)
+    process.on('SIGTERM', shutdown)
+  })
+
+const keys = program.command('keys').description('manage API keys (works on the data dir directly)')
+function keyStore(): ApiKeyStore {
+  return new ApiKeyStore(openStateDb(join(configFrom().dataDir, 'state.db')))
+}
+keys
+  .command('create')
+  .description('create a key and print its secret (shown only once)')
+  .requiredOption('--name <name>', 'who or what uses the key')
+  .addOption(new Option('--scopes <list>', `comma-separated: ${SCOPES.join(', ')}`).default('ingest,read'))
+  .option('--json', 'machine-readable output')
+  .action((opts: { name: string; scopes: string; json?: boolean }) => {
+    const scopes = opts.scopes.split(',').map((s) => s.trim())
+    const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s))
+    if (bad.length) program.error(`unknown scope ${bad.join(', ')}; scopes are ${SCOPES.join(', ')}`)
+    const { key, info } = keyStore().create({ name: opts.name, scopes: scopes as Scope[] })
+    if (opts.json) console.log(JSON.stringify({ ...info, key }))
+    else console.log(`${info.id}  ${info.name}  [${info.scopes.join(',')}]\n${key}`)
+  })
+keys
+  .command('list')
+  .option('--json', 'machine-readable output')
+  .action((opts: { json?: boolean }) => {
+    const list = keyStore().list()
+    if (opts.json) return console.log(JSON.stringify(list))
+    for (const k of list)
+      console.log(
+        `${k.id}  ${k.name.padEnd(20)} [${k.scopes.join(',')}]  ${k.revoked_at ? `revoked ${k.revoked_at}` : 'active'}  last used ${k.last_used_at ?? 'never'}`,
+      )
+  })
+keys.command('revoke <id>').action((id: string) => {
+  if (!keyStore().revoke(id)) program.error(`no active key ${id}`)
+  console.log(`revoked ${id}`)
+})
+
+program
+  .command('demo')
+  .description('stream generated, realistic data into a running Sluice')
+  .option('--url <url>', 'Sluice HTTP base URL', `http://127.0.0.1:${process.env.SLUICE_HTTP_PORT ?? 8080}`)
+  .option('--key <key>', 'API key with the ingest scope (or SLUICE_API_KEY, SLUICE_ADMIN_KEY)')
+  .option('--rate <n>', 'records per second', '50')
+  .option('--count <n>', 'stop after this many records')
+  .option('--seed <n>', 'generator seed', '42')
+  .action(async (opts: { url: string; key?: string; rate: string; count?: string; seed: string }) => {
+    const apiKey = opts.key ?? process.env.SLUICE_API_KEY ?? process.env.SLUICE_ADMIN_KEY
+    if (!apiKey) program.error('give an API key with --key or SLUICE_API_KEY')
+    const abort = new AbortController()
+    process.on('SIGINT', () => abort.abort())
+    const { sent, rejected } = await runDemo({
+      url: opts.url,
+      apiKey,
+      rate: Number(opts.rate),
+      count: opts.count ? Number(opts.count) : undefined,
+      seed: Number(opts.seed),
+      signal: abort.signal,
+    })
+    console.log(`done: ${sent} sent, ${rejected} rejected`)
+  })
+
+await program.parseAsync()

@@ -1,0 +1,51 @@
+/**
+ * Every error Sluice raises, with its stable code and HTTP status, in one table.
+ * Codes never change meaning once released; test/errors.test.ts checks they are unique and documented.
+ */
+export const ERROR_CODES = {
+  SLUICE_CONFIG_INVALID: { status: 500, title: 'Invalid configuration' },
+  SLUICE_UNAUTHORIZED: { status: 401, title: 'Missing or invalid API key' },
+  SLUICE_FORBIDDEN: { status: 403, title: 'API key lacks the required scope' },
+  SLUICE_NOT_FOUND: { status: 404, title: 'Not found' },
+  SLUICE_UNKNOWN_OBJECT: { status: 404, title: 'Unknown object type' },
+  SLUICE_INVALID_JSON: { status: 400, title: 'Body is not valid JSON' },
+  SLUICE_SCHEMA_MISMATCH: { status: 400, title: 'Record does not match the schema on file' },
+  SLUICE_BAD_REQUEST: { status: 400, title: 'Invalid request' },
+  SLUICE_PAYLOAD_TOO_LARGE: { status: 413, title: 'Body too large' },
+  SLUICE_UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported content type' },
+  SLUICE_STREAM_UNAVAILABLE: { status: 503, title: 'JetStream unavailable; retry later' },
+  SLUICE_QUERY_UNAVAILABLE: { status: 503, title: 'Analytics store unavailable; retry later' },
+  SLUICE_NATS_SERVER_FAILED: { status: 500, title: 'Embedded nats-server failed to start' },
+  SLUICE_INTERNAL: { status: 500, title: 'Internal error' },
+} as const satisfies Record<string, { status: number; title: string }>
+
+export type ErrorCode = keyof typeof ERROR_CODES
+
+/** One offending field: a JSON pointer into the request, and what is wrong there. */
+export interface FieldError {
+  pointer: string
+  message: string
+  expected?: string
+  received?: string
+}
+
+export class SluiceError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly errors?: FieldError[]
+  /** Extra response headers (Retry-After on 503). */
+  readonly headers?: Record<string, string>
+
+  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; errors?: FieldError[]; headers?: Record<string, string> } = {}) {
+    super(message, { cause: opts.cause })
+    this.name = 'SluiceError'
+    this.code = code
+    this.status = ERROR_CODES[code].status
+    this.errors = opts.errors
+    this.headers = opts.headers
+  }
+}
+
+export function isSluiceError(err: unknown): err is SluiceError {
+  return err instanceof SluiceError
+}

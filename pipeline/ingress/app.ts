@@ -1,0 +1,244 @@
+import swagger from '@fastify/swagger'
+import { type Static, Type } from '@sinclair/typebox'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify'
+import { type ParseError, parse as parseTolerant, printParseErrorCode } from 'jsonc-parser'
+import type { ApiKeyStore, SchemaRegistry } from '../../storage/index.ts'
+import type { SluiceConfig } from '../config.ts'
+import { newRecordId } from '../envelope.ts'
+import { SluiceError } from '../errors.ts'
+import type { Logger } from '../logger.ts'
+import type { Metrics } from '../metrics.ts'
+import { dedupId, type PublishedRecord, type RecordPublisher } from '../publisher.ts'
+import type { QueryClient } from '../query.ts'
+import { SUBJECTS } from '../streams.ts'
+import { RecordValidator } from '../validation.ts'
+import { installAuth } from './auth.ts'
+import { installProblemHandlers } from './problem.ts'
+
+/** What readiness reports: each check with whether it passes. */
+export interface ReadinessReport {
+  ready: boolean
+  checks: Record<string, { ok: boolean; detail?: string | number }>
+}
+
+export interface IngressDeps {
+  config: SluiceConfig
+  log: Logger
+  registry: SchemaRegistry
+  keys: ApiKeyStore
+  publisher: RecordPublisher
+  queries: QueryClient
+  metrics: Metrics
+  readiness: () => Promise<ReadinessReport>
+}
+
+const problem = { $ref: 'Problem#' }
+const ObjectParams = Type.Object({ object: Type.String({ pattern: '^[a-z][a-z0-9_]{0,62}$' }) })
+const AcceptedSchema = Type.Object({
+  record_id: Type.String(),
+  object: Type.String(),
+  stream_seq: Type.Integer(),
+  schema_version: Type.Integer(),
+  duplicate: Type.Boolean({ description: 'true when this was a retry of a record already stored; record_id is the original one' }),
+})
+const RecordsQuery = Type.Object(
+  {
+    limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
+    cursor: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'next_cursor of the previous page' })),
+  },
+  { additionalProperties: Type.String(), description: 'Any other parameter is an equality filter on a field: ?country=DE' },
+)
+const RecordViewSchema = Type.Object({
+  record_id: Type.String(),
+  seq: Type.Integer(),
+  received_at: Type.String(),
+  stored_at: Type.String(),
+  source: Type.String(),
+  schema_version: Type.Integer(),
+  data: Type.Record(Type.String(), Type.Unknown()),
+})
+const ObjectStatsSchema = Type.Object({
+  object: Type.String(),
+  total: Type.Integer(),
+  rate_per_second: Type.Number(),
+  last_received_at: Type.Union([Type.String(), Type.Null()]),
+  freshness_ms: Type.Union([Type.Number(), Type.Null()]),
+})
+const ReadinessSchema = Type.Object({
+  ready: Type.Boolean(),
+  checks: Type.Record(Type.String(), Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.Union([Type.String(), Type.Number()])) })),
+})
+
+/** Where JSON.parse failed, for the error answer: V8 on Node 20 no longer says, so a tolerant parser finds it. */
+function jsonErrorPosition(body: string): { offset: number; line: number; column: number; what: string } {
+  const errors: ParseError[] = []
+  parseTolerant(body, errors, { disallowComments: true, allowTrailingComma: false, allowEmptyContent: false })
+  const offset = errors[0]?.offset ?? 0
+  const before = body.slice(0, offset)
+  const line = before.split('\n').length
+  return { offset, line, column: offset - before.lastIndexOf('\n'), what: errors[0] ? printParseErrorCode(errors[0].error) : 'InvalidJSON' }
+}
+
+function parseJson(body: string): unknown {
+  try {
+    return JSON.parse(body)
+  } catch (cause) {
+    const at = jsonErrorPosition(body)
+    const message = `${at.what} at line ${at.line}, column ${at.column} (byte ${at.offset})`
+    throw new SluiceError('SLUICE_INVALID_JSON', `the body is not valid JSON: ${message}`, { cause, errors: [{ pointer: '', message }] })
+  }
+}
+
+/** Builds the HTTP API (not listening): tests inject() into it, `sluice serve` listens on it. */
+export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstance> {
+  const { config, registry, publisher, queries, metrics } = deps
+  const app = Fastify({
+    loggerInstance: deps.log.child({ role: 'ingress' }) as FastifyBaseLogger,
+    bodyLimit: config.http.bodyLimit, // Per-request log lines would cost more than the request at thousands per second;
+    // /metrics counts requests, and errors are logged by the problem handler.
+    logController: new LogController({ disableRequestLogging: true }),
+  })
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Sluice API', version: '1', description: 'Real-time ingestion for fraud and transaction monitoring' },
+      components: { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer' } } },
+      security: [{ apiKey: [] }],
+    },
+  })
+  installProblemHandlers(app)
+  installAuth(app, deps.keys)
+  // One JSON parser that names the position of a syntax error; other content types get 415.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      done(null, parseJson(body as string))
+    } catch (err) {
+      done(err as Error, undefined)
+    }
+  })
+
+  const validators = new Map<string, RecordValidator>()
+  function validatorFor(object: string): RecordValidator {
+    const current = registry.current(object)
+    if (!current) throw new SluiceError('SLUICE_UNKNOWN_OBJECT', `there is no object type ${object}; known: ${registry.objects().join(', ')}`)
+    let v = validators.get(object)
+    if (!v || v.version !== current.version) {
+      v = new RecordValidator(current)
+      validators.set(object, v)
+    }
+    return v
+  }
+
+  app.get(
+    '/healthz',
+    { config: { scope: 'public' }, schema: { tags: ['ops'], security: [], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } },
+    async () => ({ status: 'ok' as const }),
+  )
+
+  app.get(
+    '/readyz',
+    { config: { scope: 'public' }, schema: { tags: ['ops'], security: [], response: { 200: ReadinessSchema, 503: ReadinessSchema } } },
+    async (_req, reply) => {
+      const report = await deps.readiness()
+      return reply.code(report.ready ? 200 : 503).send(report)
+    },
+  )
+
+  app.get('/metrics', { config: { scope: 'read' }, schema: { tags: ['ops'] } }, async (_req, reply) => {
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
+  })
+
+  app.get('/openapi.json', { config: { scope: 'read' }, schema: { tags: ['ops'], hide: true } }, async () => app.swagger())
+
+  app.post<{ Params: Static<typeof ObjectParams>; Headers: { 'idempotency-key'?: string } }>(
+    '/:object',
+    {
+      config: { scope: 'ingest' },
+      schema: {
+        tags: ['ingest'],
+        summary: 'Ingest one record of an object type (transaction, account, activity, ...)',
+        params: ObjectParams,
+        headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 256 })) }),
+        body: Type.Unknown({ description: 'One record; it must match the schema on file for the object' }),
+        response: { 202: AcceptedSchema, 400: problem, 401: problem, 403: problem, 404: problem, 413: problem, 415: problem, 503: problem },
+      },
+    },
+    async (request, reply) => {
+      const started = process.hrtime.bigint()
+      const { object } = request.params
+      const validator = validatorFor(object)
+      const record = request.body
+      const result = validator.validate(record)
+      if (!result.ok) {
+        metrics.ingestRecords.inc({ object, outcome: 'rejected' })
+        const fields = result.errors.map((e) => e.pointer.slice(1) || '(record)').join(', ')
+        throw new SluiceError('SLUICE_SCHEMA_MISMATCH', `the ${object} record does not match schema version ${validator.version}; fields at fault: ${fields}`, {
+          errors: result.errors,
+        })
+      }
+      const envelope = {
+        record_id: newRecordId(),
+        object,
+        received_at: Date.now(),
+        source: 'api',
+        schema_version: validator.version,
+        record: record as Record<string, unknown>,
+      }
+      let published: PublishedRecord
+      try {
+        published = await publisher.publish(envelope, dedupId(object, record, request.headers['idempotency-key']))
+      } catch (err) {
+        metrics.ingestRecords.inc({ object, outcome: 'unavailable' })
+        throw err
+      }
+      metrics.ingestRecords.inc({ object, outcome: published.duplicate ? 'duplicate' : 'accepted' })
+      metrics.ingestLatency.observe({ object }, Number(process.hrtime.bigint() - started) / 1e9)
+      return reply.code(202).send({ ...published, object, schema_version: validator.version })
+    },
+  )
+
+  app.get<{ Params: Static<typeof ObjectParams>; Querystring: Static<typeof RecordsQuery> }>(
+    '/records/:object',
+    {
+      config: { scope: 'read' },
+      schema: {
+        tags: ['query'],
+        summary: 'Stored records of an object, newest first',
+        params: ObjectParams,
+        querystring: RecordsQuery,
+        response: {
+          200: Type.Object({ object: Type.String(), records: Type.Array(RecordViewSchema), next_cursor: Type.Optional(Type.String()) }),
+          400: problem,
+          404: problem,
+          503: problem,
+        },
+      },
+    },
+    async (request) => {
+      const { object } = request.params
+      validatorFor(object)
+      const { limit, cursor, ...filters } = request.query
+      return queries.request(SUBJECTS.queryRecords, {
+        object,
+        limit,
+        before: cursor === undefined ? undefined : Number(cursor),
+        filters: filters as Record<string, string>,
+      })
+    },
+  )
+
+  app.get(
+    '/stats',
+    {
+      config: { scope: 'read' },
+      schema: {
+        tags: ['query'],
+        summary: 'Record counts, ingest rate and freshness per object',
+        response: { 200: Type.Object({ objects: Type.Array(ObjectStatsSchema) }), 503: problem },
+      },
+    },
+    async () => ({ objects: await queries.request(SUBJECTS.queryStats, { objects: registry.objects() }) }),
+  )
+
+  return app
+}

@@ -1,0 +1,48 @@
+import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client'
+
+/** Every Prometheus metric of one process; roles in the process share it, `/metrics` exposes it. */
+export function createMetrics() {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'sluice_process_' })
+  return {
+    registry,
+    ingestRecords: new Counter({
+      name: 'sluice_ingest_records_total',
+      help: 'Records received over HTTP, by object and outcome (accepted, duplicate, rejected, unavailable).',
+      labelNames: ['object', 'outcome'] as const,
+      registers: [registry],
+    }),
+    ingestLatency: new Histogram({
+      name: 'sluice_ingest_duration_seconds',
+      help: 'Time from request to answer for accepted records, including the JetStream ack.',
+      labelNames: ['object'] as const,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+    sinkRecords: new Counter({
+      name: 'sluice_sink_records_total',
+      help: 'Records written to the analytics store, by object.',
+      labelNames: ['object'] as const,
+      registers: [registry],
+    }),
+    sinkPoison: new Counter({
+      name: 'sluice_sink_poison_messages_total',
+      help: 'Messages the analytics sink could not decode and terminated.',
+      registers: [registry],
+    }),
+    sinkBatchLatency: new Histogram({
+      name: 'sluice_sink_batch_duration_seconds',
+      help: 'Time to write one micro-batch to DuckDB.',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    freshness: new Histogram({
+      name: 'sluice_freshness_seconds',
+      help: 'Time from receipt by ingress to being queryable in the analytics store.',
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
+      registers: [registry],
+    }),
+  }
+}
+
+export type Metrics = ReturnType<typeof createMetrics>

@@ -1,0 +1,62 @@
+import { createHash } from 'node:crypto'
+import type { JetStreamClient, JetStreamManager, PubAck } from '@nats-io/jetstream'
+import { headers } from '@nats-io/transport-node'
+import { type Envelope, encodeEnvelope } from './envelope.ts'
+import { SluiceError } from './errors.ts'
+import type { SluiceNats } from './nats-connection.ts'
+import { HEADERS, STREAMS, SUBJECTS } from './streams.ts'
+
+/** JetStream's answer for one record: where it is, and whether it was a retry of one already stored. */
+export interface PublishedRecord {
+  record_id: string
+  stream_seq: number
+  duplicate: boolean
+}
+
+/**
+ * The message id JetStream deduplicates on: the client's Idempotency-Key when it sent one, else a hash of the
+ * object and the record's content, so an identical retry is caught and a changed record is not.
+ */
+export function dedupId(object: string, record: unknown, idempotencyKey?: string): string {
+  if (idempotencyKey) return `${object}:key:${idempotencyKey}`
+  return `${object}:sha256:${createHash('sha256').update(JSON.stringify(record)).digest('base64url')}`
+}
+
+/** Publishes envelopes to the record stream and resolves only once JetStream has stored them. */
+export class RecordPublisher {
+  readonly #nats: SluiceNats
+  readonly #js: JetStreamClient
+  readonly #jsm: JetStreamManager
+  readonly #timeoutMs: number
+  readonly #retryAfter: string
+
+  constructor(nats: SluiceNats, js: JetStreamClient, jsm: JetStreamManager, opts: { timeoutMs: number; retryAfterSeconds: number }) {
+    this.#nats = nats
+    this.#js = js
+    this.#jsm = jsm
+    this.#timeoutMs = opts.timeoutMs
+    this.#retryAfter = String(opts.retryAfterSeconds)
+  }
+
+  #unavailable(detail: string, cause?: unknown): SluiceError {
+    return new SluiceError('SLUICE_STREAM_UNAVAILABLE', detail, { cause, headers: { 'Retry-After': this.#retryAfter } })
+  }
+
+  async publish(env: Envelope, msgId: string): Promise<PublishedRecord> {
+    // While disconnected nats.js would buffer the publish and send it after a reconnect, storing a record
+    // whose sender was already told 503: refuse up front instead.
+    if (!this.#nats.connected()) throw this.#unavailable('not connected to NATS; the record was not stored')
+    const h = headers()
+    h.set(HEADERS.recordId, env.record_id)
+    let ack: PubAck
+    try {
+      ack = await this.#js.publish(SUBJECTS.record(env.object), encodeEnvelope(env), { msgID: msgId, headers: h, timeout: this.#timeoutMs })
+    } catch (cause) {
+      throw this.#unavailable(`JetStream did not store the record: ${(cause as Error).message}`, cause)
+    }
+    if (!ack.duplicate) return { record_id: env.record_id, stream_seq: ack.seq, duplicate: false }
+    // A retry: answer with the id the first attempt was given.
+    const original = await this.#jsm.streams.getMessage(STREAMS.records.name, { seq: ack.seq }).catch(() => null)
+    return { record_id: original?.header.get(HEADERS.recordId) || env.record_id, stream_seq: ack.seq, duplicate: true }
+  }
+}

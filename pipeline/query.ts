@@ -1,0 +1,66 @@
+import type { NatsConnection, Subscription } from '@nats-io/transport-node'
+import { AnalyticsQueryError, type AnalyticsStore, type ObjectStats, type RecordPage, type RecordQuery } from '../storage/index.ts'
+import { type ErrorCode, SluiceError } from './errors.ts'
+import type { Logger } from './logger.ts'
+import { QUERY_QUEUE, SUBJECTS } from './streams.ts'
+
+/** Requests the analytics store answers; the role owning the DuckDB file serves them over NATS. */
+interface QueryRequests {
+  [SUBJECTS.queryRecords]: { request: RecordQuery; response: RecordPage }
+  [SUBJECTS.queryStats]: { request: { objects: string[] }; response: ObjectStats[] }
+}
+type QuerySubject = keyof QueryRequests
+type QueryReply<S extends QuerySubject> = { ok: true; result: QueryRequests[S]['response'] } | { ok: false; code: ErrorCode; message: string; pointer?: string }
+
+const encode = (v: unknown) => Buffer.from(JSON.stringify(v))
+
+/** Serves analytics queries from `store` over NATS request/reply, in a queue group. */
+export function serveQueries(nc: NatsConnection, store: AnalyticsStore, log: Logger): Subscription[] {
+  const handlers: { [S in QuerySubject]: (req: QueryRequests[S]['request']) => Promise<QueryRequests[S]['response']> } = {
+    [SUBJECTS.queryRecords]: (req) => store.queryRecords(req),
+    [SUBJECTS.queryStats]: (req) => store.stats(req.objects),
+  }
+  return (Object.keys(handlers) as QuerySubject[]).map((subject) =>
+    nc.subscribe(subject, {
+      queue: QUERY_QUEUE,
+      callback: (err, msg) => {
+        if (err) return
+        const handle = handlers[subject] as (req: unknown) => Promise<unknown>
+        Promise.resolve()
+          .then(() => handle(msg.json()))
+          .then(
+            (result) => msg.respond(encode({ ok: true, result })),
+            (e: Error) => {
+              if (e instanceof AnalyticsQueryError)
+                return msg.respond(encode({ ok: false, code: 'SLUICE_BAD_REQUEST', message: e.message, pointer: e.pointer }))
+              log.error({ err: e, subject }, 'analytics query failed')
+              msg.respond(encode({ ok: false, code: 'SLUICE_INTERNAL', message: 'the analytics query failed; see the sink log' }))
+            },
+          )
+      },
+    }),
+  )
+}
+
+/** Asks whichever process owns the analytics store. */
+export class QueryClient {
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly timeoutMs: number,
+  ) {}
+
+  async request<S extends QuerySubject>(subject: S, req: QueryRequests[S]['request']): Promise<QueryRequests[S]['response']> {
+    let reply: QueryReply<S>
+    try {
+      const msg = await this.nc.request(subject, encode(req), { timeout: this.timeoutMs })
+      reply = msg.json() as QueryReply<S>
+    } catch (cause) {
+      throw new SluiceError('SLUICE_QUERY_UNAVAILABLE', `the analytics sink did not answer: ${(cause as Error).message}`, {
+        cause,
+        headers: { 'Retry-After': '2' },
+      })
+    }
+    if (!reply.ok) throw new SluiceError(reply.code, reply.message, reply.pointer ? { errors: [{ pointer: reply.pointer, message: reply.message }] } : {})
+    return reply.result
+  }
+}

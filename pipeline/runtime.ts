@@ -1,0 +1,172 @@
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream'
+import { AnalyticsStore, ApiKeyStore, openStateDb, SchemaRegistry, type StateDb } from '../storage/index.ts'
+import type { RoleName, SluiceConfig } from './config.ts'
+import { buildIngressApp, type ReadinessReport } from './ingress/app.ts'
+import { createLogger, type Logger } from './logger.ts'
+import { createMetrics, type Metrics } from './metrics.ts'
+import { connectNats, type SluiceNats } from './nats-connection.ts'
+import { type EmbeddedNatsServer, startNatsServer } from './nats-server.ts'
+import { RecordPublisher } from './publisher.ts'
+import { QueryClient, serveQueries } from './query.ts'
+import { AnalyticsSink } from './sink/analytics-sink.ts'
+import { CONSUMERS, STREAMS } from './streams.ts'
+import { ensureTopology } from './topology.ts'
+
+export const DEFAULT_SCHEMAS_DIR = fileURLToPath(new URL('../fixtures/schemas', import.meta.url))
+
+/** A unit of the pipeline `sluice serve` can run; it never assumes another role runs in the same process. */
+export interface Role {
+  readonly name: RoleName
+  start(): Promise<void>
+  stop(): Promise<void>
+}
+
+/** What every role of one process shares. */
+interface RuntimeContext {
+  config: SluiceConfig
+  log: Logger
+  nats: SluiceNats
+  js: JetStreamClient
+  jsm: JetStreamManager
+  db: StateDb
+  registry: SchemaRegistry
+  keys: ApiKeyStore
+  metrics: Metrics
+}
+
+export interface RunningSluice {
+  readonly config: SluiceConfig
+  readonly natsUrl: string
+  /** Base URL of the HTTP API, when this process runs ingress. */
+  readonly httpUrl?: string
+  /** The admin key generated on this first start, if one was (printed once, never stored in clear). */
+  readonly generatedAdminKey?: string
+  stop(): Promise<void>
+}
+
+async function readiness(ctx: RuntimeContext): Promise<ReadinessReport> {
+  const checks: ReadinessReport['checks'] = { nats: { ok: ctx.nats.connected() } }
+  try {
+    for (const s of Object.values(STREAMS)) await ctx.jsm.streams.info(s.name)
+    checks.streams = { ok: true }
+    const sink = await ctx.jsm.consumers.info(CONSUMERS.analyticsSink.stream, CONSUMERS.analyticsSink.durable)
+    const lag = sink.num_pending + sink.num_ack_pending
+    checks.sink_lag = { ok: lag <= ctx.config.sink.maxReadyLag, detail: lag }
+  } catch (err) {
+    checks.streams = { ok: false, detail: (err as Error).message }
+  }
+  return { ready: Object.values(checks).every((c) => c.ok), checks }
+}
+
+function ingressRole(ctx: RuntimeContext, onListen: (url: string) => void): Role {
+  let app: Awaited<ReturnType<typeof buildIngressApp>> | undefined
+  return {
+    name: 'ingress',
+    async start() {
+      app = await buildIngressApp({
+        config: ctx.config,
+        log: ctx.log,
+        registry: ctx.registry,
+        keys: ctx.keys,
+        metrics: ctx.metrics,
+        publisher: new RecordPublisher(ctx.nats, ctx.js, ctx.jsm, {
+          timeoutMs: ctx.config.http.publishTimeoutMs,
+          retryAfterSeconds: ctx.config.http.retryAfterSeconds,
+        }),
+        queries: new QueryClient(ctx.nats.nc, ctx.config.http.queryTimeoutMs),
+        readiness: () => readiness(ctx),
+      })
+      const address = await app.listen({ host: ctx.config.http.host, port: ctx.config.http.port })
+      onListen(address)
+    },
+    // fastify's close stops accepting and waits for in-flight requests to be answered.
+    stop: async () => app?.close(),
+  }
+}
+
+function sinkRole(ctx: RuntimeContext): Role {
+  let store: AnalyticsStore | undefined
+  let sink: AnalyticsSink | undefined
+  let subs: ReturnType<typeof serveQueries> = []
+  return {
+    name: 'sink',
+    async start() {
+      store = await AnalyticsStore.open(join(ctx.config.dataDir, 'analytics.duckdb'))
+      sink = new AnalyticsSink({
+        js: ctx.js,
+        store,
+        registry: ctx.registry,
+        metrics: ctx.metrics,
+        log: ctx.log.child({ role: 'sink' }),
+        batchSize: ctx.config.sink.batchSize,
+        flushIntervalMs: ctx.config.sink.flushIntervalMs,
+      })
+      await sink.start()
+      subs = serveQueries(ctx.nats.nc, store, ctx.log.child({ role: 'sink' }))
+    },
+    async stop() {
+      for (const s of subs) s.unsubscribe()
+      await sink?.stop()
+      store?.close()
+    },
+  }
+}
+
+/** Makes the admin key on the very first start: SLUICE_ADMIN_KEY if set, else a generated one returned to print. */
+function bootstrapAdminKey(ctx: RuntimeContext): string | undefined {
+  if (ctx.keys.any()) return undefined
+  const { key } = ctx.keys.create({ name: 'admin', scopes: ['admin'], secret: ctx.config.adminKey, actor: 'system' })
+  return ctx.config.adminKey ? undefined : key
+}
+
+/**
+ * Starts the roles the config names, in one process: connects to NATS (spawning nats-server when no
+ * NATS_URL is set), creates the topology, opens the state database, then starts each role.
+ */
+export async function startSluice(config: SluiceConfig, opts: { log?: Logger } = {}): Promise<RunningSluice> {
+  const log = opts.log ?? createLogger(config)
+  let embedded: EmbeddedNatsServer | undefined
+  if (!config.natsUrl) {
+    embedded = await startNatsServer({ storeDir: join(config.dataDir, 'nats') })
+    log.info({ url: embedded.url }, 'embedded nats-server started')
+  }
+  const natsUrl = config.natsUrl ?? (embedded as EmbeddedNatsServer).url
+  const started: Role[] = []
+  let nats: SluiceNats | undefined
+  let db: StateDb | undefined
+  const stop = async () => {
+    for (const role of started.reverse()) await role.stop().catch((err) => log.error({ err, role: role.name }, 'role failed to stop'))
+    await nats?.close()
+    db?.close()
+    await embedded?.stop()
+  }
+  try {
+    nats = await connectNats(natsUrl, log)
+    const jsm = await jetstreamManager(nats.nc)
+    await ensureTopology(jsm, config)
+    db = openStateDb(join(config.dataDir, 'state.db'))
+    const registry = new SchemaRegistry(db)
+    registry.loadDefaults(DEFAULT_SCHEMAS_DIR)
+    const ctx: RuntimeContext = { config, log, nats, js: jetstream(nats.nc), jsm, db, registry, keys: new ApiKeyStore(db), metrics: createMetrics() }
+    const generatedAdminKey = bootstrapAdminKey(ctx)
+    let httpUrl: string | undefined
+    const factories: Record<RoleName, () => Role> = {
+      sink: () => sinkRole(ctx),
+      ingress: () => ingressRole(ctx, (url) => (httpUrl = url)),
+    }
+    // Sink first, so queries have an answerer by the time ingress takes requests.
+    for (const name of ['sink', 'ingress'] as const) {
+      if (!config.roles.includes(name)) continue
+      const role = factories[name]()
+      await role.start()
+      started.push(role)
+      log.info({ role: name }, 'role started')
+    }
+    return { config, natsUrl, httpUrl, generatedAdminKey, stop }
+  } catch (err) {
+    await stop()
+    throw err
+  }
+}

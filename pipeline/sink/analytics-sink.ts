@@ -1,0 +1,124 @@
+import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream'
+import type { AnalyticsStore, SchemaRegistry, StoredRecord } from '../../storage/index.ts'
+import { decodeEnvelope, type Envelope } from '../envelope.ts'
+import type { Logger } from '../logger.ts'
+import type { Metrics } from '../metrics.ts'
+import { CONSUMERS } from '../streams.ts'
+
+export interface AnalyticsSinkOptions {
+  js: JetStreamClient
+  store: AnalyticsStore
+  registry: SchemaRegistry
+  metrics: Metrics
+  log: Logger
+  batchSize: number
+  flushIntervalMs: number
+}
+
+/**
+ * Consumes the record stream and appends to DuckDB in micro-batches (size or time, whichever first).
+ * A message is acked only after its batch is written; a failed batch is nak'd for redelivery, and the
+ * store skips sequences it already holds, so redelivery never duplicates a row.
+ */
+export class AnalyticsSink {
+  readonly #opts: AnalyticsSinkOptions
+  #messages?: ConsumerMessages
+  #loop?: Promise<void>
+  #pending: JsMsg[] = []
+  #timer?: NodeJS.Timeout
+  #flushing: Promise<void> = Promise.resolve()
+  /** Schema version each object's table was last brought up to. */
+  readonly #tableVersions = new Map<string, number>()
+
+  constructor(opts: AnalyticsSinkOptions) {
+    this.#opts = opts
+  }
+
+  async start(): Promise<void> {
+    for (const object of this.#opts.registry.objects()) await this.#ensureTable(object, 0)
+    const consumer = await this.#opts.js.consumers.get(CONSUMERS.analyticsSink.stream, CONSUMERS.analyticsSink.durable)
+    this.#messages = await consumer.consume({ max_messages: this.#opts.batchSize * 2 })
+    this.#loop = this.#consume(this.#messages)
+  }
+
+  async #consume(messages: ConsumerMessages): Promise<void> {
+    for await (const m of messages) {
+      this.#pending.push(m)
+      if (this.#pending.length >= this.#opts.batchSize) await this.#flush()
+      else this.#timer ??= setTimeout(() => void this.#flush(), this.#opts.flushIntervalMs)
+    }
+  }
+
+  /** Stops taking messages and writes what it holds. */
+  async stop(): Promise<void> {
+    await this.#messages?.close()
+    await this.#loop
+    await this.#flush()
+  }
+
+  #flush(): Promise<void> {
+    this.#flushing = this.#flushing.then(() => this.#writeBatch())
+    return this.#flushing
+  }
+
+  async #ensureTable(object: string, version: number): Promise<void> {
+    const known = this.#tableVersions.get(object)
+    if (known !== undefined && known >= version) return
+    // The envelope names a version newer than the table: another ingress process changed the schema.
+    this.#opts.registry.forget(object)
+    const current = this.#opts.registry.current(object)
+    if (!current || current.version < version) throw new Error(`schema ${object} v${version} is not in the registry`)
+    await this.#opts.store.ensureTable(current.schema)
+    this.#tableVersions.set(object, current.version)
+  }
+
+  async #writeBatch(): Promise<void> {
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    const batch = this.#pending
+    if (batch.length === 0) return
+    this.#pending = []
+    const { store, metrics, log } = this.#opts
+    const started = performance.now()
+    const byObject = new Map<string, { msgs: JsMsg[]; rows: StoredRecord[]; version: number }>()
+    for (const m of batch) {
+      let env: Envelope
+      try {
+        env = decodeEnvelope(m.data)
+      } catch (err) {
+        // Poison: redelivery cannot fix it. Terminate, and say so where an operator looks.
+        log.error({ err, seq: m.seq, subject: m.subject }, 'analytics sink: undecodable message terminated')
+        metrics.sinkPoison.inc()
+        m.term('undecodable envelope')
+        continue
+      }
+      let group = byObject.get(env.object)
+      if (!group) byObject.set(env.object, (group = { msgs: [], rows: [], version: 0 }))
+      group.msgs.push(m)
+      group.version = Math.max(group.version, env.schema_version)
+      group.rows.push({
+        seq: m.seq,
+        record_id: env.record_id,
+        received_at: env.received_at,
+        source: env.source,
+        schema_version: env.schema_version,
+        data: env.record,
+      })
+    }
+    for (const [object, group] of byObject) {
+      try {
+        await this.#ensureTable(object, group.version)
+        await store.append(object, group.rows)
+      } catch (err) {
+        log.error({ err, object, count: group.msgs.length }, 'analytics sink: batch write failed; will be redelivered')
+        for (const m of group.msgs) m.nak(1000)
+        continue
+      }
+      const now = Date.now()
+      for (const m of group.msgs) m.ack()
+      for (const r of group.rows) metrics.freshness.observe((now - r.received_at) / 1000)
+      metrics.sinkRecords.inc({ object }, group.rows.length)
+    }
+    metrics.sinkBatchLatency.observe((performance.now() - started) / 1000)
+  }
+}

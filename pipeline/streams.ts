@@ -1,0 +1,31 @@
+/**
+ * The one place that names every JetStream stream, subject and consumer Sluice uses.
+ * Subscribers outside Sluice rely on these names: they are part of the public interface (README).
+ */
+export const STREAMS = {
+  /** Every accepted record, one subject per object type. Its retention is the replay window. */
+  records: { name: 'SLUICE_RECORDS', subjects: ['sluice.records.>'] },
+  /** Rule hits, `alerts.<object>.<rule_id>`. */
+  alerts: { name: 'SLUICE_ALERTS', subjects: ['alerts.>'] },
+} as const
+
+export const SUBJECTS = {
+  /** Where an accepted record of `object` is published. */
+  record: (object: string) => `sluice.records.${object}`,
+  /** Prefix of the request/reply subjects served by the role that owns the DuckDB file. */
+  queryRecords: 'sluice.query.records',
+  queryStats: 'sluice.query.stats',
+} as const
+
+/** Durable pull consumers, one per consuming stage. */
+export const CONSUMERS = {
+  analyticsSink: { stream: STREAMS.records.name, durable: 'sink-analytics' },
+} as const
+
+/** Queue group for the query responders, so a request is answered once. */
+export const QUERY_QUEUE = 'sluice-query'
+
+/** Message headers Sluice sets beside JetStream's own. */
+export const HEADERS = {
+  recordId: 'Sluice-Record-Id',
+} as const

@@ -1,0 +1,275 @@
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { type DuckDBAppender, type DuckDBConnection, DuckDBInstance, DuckDBTimestampValue } from '@duckdb/node-api'
+import { duckdbType, type FieldType, type ObjectSchemaDoc } from './object-schema.ts'
+
+/** One record as the analytics store keeps it: Sluice's metadata plus the record's own fields. */
+export interface StoredRecord {
+  /** JetStream stream sequence: unique, and what makes a redelivered record recognisable. */
+  seq: number
+  record_id: string
+  /** Epoch milliseconds. */
+  received_at: number
+  source: string
+  schema_version: number
+  data: Record<string, unknown>
+}
+
+/** Filters are field = value equality, all of them must hold. */
+export interface RecordQuery {
+  object: string
+  limit: number
+  /** Only records older (lower sequence) than this cursor. */
+  before?: number
+  filters?: Record<string, string>
+}
+
+export interface RecordView {
+  record_id: string
+  seq: number
+  received_at: string
+  stored_at: string
+  source: string
+  schema_version: number
+  data: Record<string, unknown>
+}
+
+export interface RecordPage {
+  object: string
+  records: RecordView[]
+  /** Pass as `cursor` for the next page; absent on the last page. */
+  next_cursor?: string
+}
+
+export interface ObjectStats {
+  object: string
+  total: number
+  /** Records received in the last minute, per second. */
+  rate_per_second: number
+  last_received_at: string | null
+  /** Mean time from receipt to being queryable over the last minute, ms. */
+  freshness_ms: number | null
+}
+
+interface Column {
+  name: string
+  type: FieldType
+}
+
+const META_COLUMNS = [
+  '_seq BIGINT NOT NULL',
+  '_record_id VARCHAR NOT NULL',
+  '_received_at TIMESTAMP NOT NULL',
+  '_stored_at TIMESTAMP NOT NULL',
+  '_source VARCHAR NOT NULL',
+  '_schema_version INTEGER NOT NULL',
+]
+const META_COUNT = META_COLUMNS.length
+
+/** Raised for a query the store cannot answer as asked (unknown filter field, say): the caller's mistake. */
+export class AnalyticsQueryError extends Error {
+  constructor(
+    message: string,
+    readonly pointer: string,
+  ) {
+    super(message)
+  }
+}
+
+export const tableName = (object: string) => `records_${object}`
+const quote = (ident: string) => `"${ident}"`
+const tsValue = (ms: number) => new DuckDBTimestampValue(BigInt(Math.round(ms)) * 1000n)
+
+/**
+ * The columnar store: one append-only DuckDB table per object, typed columns from its schema plus metadata
+ * columns. DuckDB allows one process per file, so only the analytics sink opens it; others query through it.
+ */
+export class AnalyticsStore {
+  readonly #instance: DuckDBInstance
+  readonly #write: DuckDBConnection
+  readonly #read: DuckDBConnection
+  readonly #columns = new Map<string, Column[]>()
+
+  private constructor(instance: DuckDBInstance, write: DuckDBConnection, read: DuckDBConnection) {
+    this.#instance = instance
+    this.#write = write
+    this.#read = read
+  }
+
+  static async open(path: string): Promise<AnalyticsStore> {
+    mkdirSync(dirname(path), { recursive: true })
+    const instance = await DuckDBInstance.create(path)
+    return new AnalyticsStore(instance, await instance.connect(), await instance.connect())
+  }
+
+  /** Creates the object's table, or adds the columns its schema gained; existing rows read null there. */
+  async ensureTable(schema: ObjectSchemaDoc): Promise<void> {
+    const table = tableName(schema.object)
+    const fieldCols = Object.entries(schema.fields).map(([name, spec]) => `${quote(name)} ${duckdbType(spec.type)}`)
+    await this.#write.run(`CREATE TABLE IF NOT EXISTS ${table} (${[...META_COLUMNS, ...fieldCols].join(', ')})`)
+    const existing = new Set((await this.#tableColumns(table)).map((c) => c.name))
+    for (const [name, spec] of Object.entries(schema.fields)) {
+      if (!existing.has(name)) await this.#write.run(`ALTER TABLE ${table} ADD COLUMN ${quote(name)} ${duckdbType(spec.type)}`)
+    }
+    const types = new Map(Object.entries(schema.fields).map(([n, s]) => [n, s.type]))
+    // Field columns in the table's physical order, which is the order an appender must write them in.
+    const columns = (await this.#tableColumns(table)).slice(META_COUNT).map((c): Column => ({ name: c.name, type: types.get(c.name) ?? 'json' }))
+    this.#columns.set(schema.object, columns)
+  }
+
+  hasTable(object: string): boolean {
+    return this.#columns.has(object)
+  }
+
+  async #tableColumns(table: string): Promise<{ name: string }[]> {
+    const res = await this.#write.runAndReadAll('SELECT column_name AS name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position', [
+      table,
+    ])
+    return res.getRowObjectsJS() as { name: string }[]
+  }
+
+  /**
+   * Appends records whose sequence is not stored yet, so a redelivered batch adds nothing twice.
+   * Returns how many rows were written. The table must exist (ensureTable).
+   */
+  async append(object: string, records: StoredRecord[]): Promise<number> {
+    const columns = this.#columns.get(object)
+    if (!columns) throw new Error(`no analytics table for ${object}`)
+    if (records.length === 0) return 0
+    const table = tableName(object)
+    let min = records[0].seq
+    let max = min
+    for (const r of records) {
+      if (r.seq < min) min = r.seq
+      if (r.seq > max) max = r.seq
+    }
+    const seen = await this.#write.runAndReadAll(`SELECT _seq FROM ${table} WHERE _seq BETWEEN ? AND ?`, [min, max])
+    const stored = new Set((seen.getColumnsJS()[0] ?? []).map(Number))
+    const fresh = records.filter((r) => !stored.has(r.seq))
+    if (fresh.length === 0) return 0
+    const storedAt = tsValue(Date.now())
+    // An appender opened before an ALTER TABLE fails on its next row, so each batch opens its own.
+    const appender = await this.#write.createAppender(table)
+    try {
+      for (const r of fresh) {
+        appender.appendBigInt(BigInt(r.seq))
+        appender.appendVarchar(r.record_id)
+        appender.appendTimestamp(tsValue(r.received_at))
+        appender.appendTimestamp(storedAt)
+        appender.appendVarchar(r.source)
+        appender.appendInteger(r.schema_version)
+        for (const col of columns) appendField(appender, col.type, r.data[col.name])
+        appender.endRow()
+      }
+      appender.flushSync()
+    } finally {
+      appender.closeSync()
+    }
+    return fresh.length
+  }
+
+  async queryRecords(q: RecordQuery): Promise<RecordPage> {
+    const columns = this.#columns.get(q.object)
+    if (!columns) return { object: q.object, records: [] }
+    const where: string[] = []
+    const params: (string | number)[] = []
+    if (q.before !== undefined) {
+      where.push('_seq < ?')
+      params.push(q.before)
+    }
+    for (const [field, value] of Object.entries(q.filters ?? {})) {
+      if (field === 'record_id') {
+        where.push('_record_id = ?')
+        params.push(value)
+        continue
+      }
+      const col = columns.find((c) => c.name === field)
+      if (!col) throw new AnalyticsQueryError(`unknown field ${field} of ${q.object}`, `/query/${field}`)
+      if (col.type === 'json') throw new AnalyticsQueryError(`field ${field} holds JSON and cannot be filtered on`, `/query/${field}`)
+      where.push(`${quote(field)} = TRY_CAST(? AS ${duckdbType(col.type)})`)
+      params.push(value)
+    }
+    const sql = `SELECT * FROM ${tableName(q.object)}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY _seq DESC LIMIT ${q.limit + 1}`
+    const rows = (await this.#read.runAndReadAll(sql, params)).getRowObjectsJS()
+    const page = rows.slice(0, q.limit).map((row) => toView(row, columns))
+    return {
+      object: q.object,
+      records: page,
+      ...(rows.length > q.limit ? { next_cursor: String(page[page.length - 1].seq) } : {}),
+    }
+  }
+
+  async stats(objects: string[], now = Date.now()): Promise<ObjectStats[]> {
+    const out: ObjectStats[] = []
+    const since = tsValue(now - 60_000)
+    for (const object of objects) {
+      if (!this.#columns.has(object)) {
+        out.push({ object, total: 0, rate_per_second: 0, last_received_at: null, freshness_ms: null })
+        continue
+      }
+      const res = await this.#read.runAndReadAll(
+        `SELECT count(*) AS total,
+                count(*) FILTER (WHERE _received_at >= $since) AS last_minute,
+                max(_received_at) AS last_received_at,
+                avg(epoch_ms(_stored_at) - epoch_ms(_received_at)) FILTER (WHERE _received_at >= $since) AS freshness_ms
+         FROM ${tableName(object)}`,
+        { since },
+      )
+      const row = res.getRowObjectsJS()[0]
+      out.push({
+        object,
+        total: Number(row.total),
+        rate_per_second: Number(row.last_minute) / 60,
+        last_received_at: row.last_received_at ? (row.last_received_at as Date).toISOString() : null,
+        freshness_ms: row.freshness_ms === null ? null : Math.round(Number(row.freshness_ms)),
+      })
+    }
+    return out
+  }
+
+  close(): void {
+    this.#write.closeSync()
+    this.#read.closeSync()
+    this.#instance.closeSync()
+  }
+}
+
+function appendField(appender: DuckDBAppender, type: FieldType, value: unknown): void {
+  if (value === undefined || value === null) return appender.appendNull()
+  switch (type) {
+    case 'string':
+      return appender.appendVarchar(String(value))
+    case 'integer':
+      return appender.appendBigInt(BigInt(value as number))
+    case 'number':
+      return appender.appendDouble(Number(value))
+    case 'boolean':
+      return appender.appendBoolean(Boolean(value))
+    case 'timestamp':
+      return appender.appendTimestamp(tsValue(Date.parse(String(value))))
+    case 'json':
+      return appender.appendVarchar(JSON.stringify(value))
+  }
+}
+
+function toView(row: Record<string, unknown>, columns: Column[]): RecordView {
+  const data: Record<string, unknown> = {}
+  for (const { name, type } of columns) data[name] = fromDuck(row[name], type)
+  return {
+    record_id: row._record_id as string,
+    seq: Number(row._seq),
+    received_at: (row._received_at as Date).toISOString(),
+    stored_at: (row._stored_at as Date).toISOString(),
+    source: row._source as string,
+    schema_version: row._schema_version as number,
+    data,
+  }
+}
+
+function fromDuck(value: unknown, type: FieldType): unknown {
+  if (value === null || value === undefined) return null
+  if (type === 'timestamp') return (value as Date).toISOString()
+  if (type === 'integer') return Number(value)
+  if (type === 'json') return JSON.parse(value as string)
+  return value
+}

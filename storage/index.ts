@@ -1,0 +1,5 @@
+export * from './analytics.ts'
+export * from './api-keys.ts'
+export * from './object-schema.ts'
+export * from './schema-registry.ts'
+export * from './state-db.ts'
