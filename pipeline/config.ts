@@ -52,6 +52,8 @@ export const ConfigSchema = Type.Object(
         batchSize: Type.Integer({ default: 2000, minimum: 1 }),
         /** ...or when its oldest record has waited this long, whichever comes first. */
         flushIntervalMs: Type.Integer({ default: 100, minimum: 1 }),
+        /** Seconds before JetStream redelivers a record a sink took but did not ack (a crashed sink's records wait this long). */
+        ackWaitSeconds: Type.Integer({ default: 10, minimum: 1 }),
         /** /readyz reports not ready while the sink is further behind than this many records. */
         maxReadyLag: Type.Integer({ default: 50000, minimum: 0 }),
       },

@@ -1,5 +1,13 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import { AnalyticsQueryError, type AnalyticsStore, type ObjectStats, type RecordPage, type RecordQuery } from '../storage/index.ts'
+import {
+  AnalyticsQueryError,
+  type AnalyticsStore,
+  type ObjectSchemaDoc,
+  type ObjectStats,
+  type RecordPage,
+  type RecordQuery,
+  type SchemaConflict,
+} from '../storage/index.ts'
 import { type ErrorCode, SluiceError } from './errors.ts'
 import type { Logger } from './logger.ts'
 import { QUERY_QUEUE, SUBJECTS } from './streams.ts'
@@ -8,6 +16,7 @@ import { QUERY_QUEUE, SUBJECTS } from './streams.ts'
 interface QueryRequests {
   [SUBJECTS.queryRecords]: { request: RecordQuery; response: RecordPage }
   [SUBJECTS.queryStats]: { request: { objects: string[] }; response: ObjectStats[] }
+  [SUBJECTS.querySchemaConflicts]: { request: { schema: ObjectSchemaDoc }; response: SchemaConflict[] }
 }
 type QuerySubject = keyof QueryRequests
 type QueryReply<S extends QuerySubject> = { ok: true; result: QueryRequests[S]['response'] } | { ok: false; code: ErrorCode; message: string; pointer?: string }
@@ -19,6 +28,7 @@ export function serveQueries(nc: NatsConnection, store: AnalyticsStore, log: Log
   const handlers: { [S in QuerySubject]: (req: QueryRequests[S]['request']) => Promise<QueryRequests[S]['response']> } = {
     [SUBJECTS.queryRecords]: (req) => store.queryRecords(req),
     [SUBJECTS.queryStats]: (req) => store.stats(req.objects),
+    [SUBJECTS.querySchemaConflicts]: (req) => store.schemaConflicts(req.schema),
   }
   return (Object.keys(handlers) as QuerySubject[]).map((subject) =>
     nc.subscribe(subject, {

@@ -1,8 +1,10 @@
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream'
+import type { Subscription } from '@nats-io/transport-node'
 import { AnalyticsStore, ApiKeyStore, openStateDb, SchemaRegistry, type StateDb } from '../storage/index.ts'
 import type { RoleName, SluiceConfig } from './config.ts'
+import { RecordIngestor } from './ingest.ts'
 import { buildIngressApp, type ReadinessReport } from './ingress/app.ts'
 import { createLogger, type Logger } from './logger.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
@@ -10,6 +12,7 @@ import { connectNats, type SluiceNats } from './nats-connection.ts'
 import { type EmbeddedNatsServer, startNatsServer } from './nats-server.ts'
 import { RecordPublisher } from './publisher.ts'
 import { QueryClient, serveQueries } from './query.ts'
+import { onSchemaChange, publishSchemaChange } from './schema-events.ts'
 import { AnalyticsSink } from './sink/analytics-sink.ts'
 import { CONSUMERS, STREAMS } from './streams.ts'
 import { ensureTopology } from './topology.ts'
@@ -71,10 +74,15 @@ function ingressRole(ctx: RuntimeContext, onListen: (url: string) => void): Role
         registry: ctx.registry,
         keys: ctx.keys,
         metrics: ctx.metrics,
-        publisher: new RecordPublisher(ctx.nats, ctx.js, ctx.jsm, {
-          timeoutMs: ctx.config.http.publishTimeoutMs,
-          retryAfterSeconds: ctx.config.http.retryAfterSeconds,
+        ingestor: new RecordIngestor({
+          registry: ctx.registry,
+          publisher: new RecordPublisher(ctx.nats, ctx.js, ctx.jsm, {
+            timeoutMs: ctx.config.http.publishTimeoutMs,
+            retryAfterSeconds: ctx.config.http.retryAfterSeconds,
+          }),
+          onSchemaChange: (version) => publishSchemaChange(ctx.js, version),
         }),
+        publishSchemaChange: (version) => publishSchemaChange(ctx.js, version),
         queries: new QueryClient(ctx.nats.nc, ctx.config.http.queryTimeoutMs),
         readiness: () => readiness(ctx),
       })
@@ -104,7 +112,9 @@ function sinkRole(ctx: RuntimeContext): Role {
         flushIntervalMs: ctx.config.sink.flushIntervalMs,
       })
       await sink.start()
-      subs = serveQueries(ctx.nats.nc, store, ctx.log.child({ role: 'sink' }))
+      const log = ctx.log.child({ role: 'sink' })
+      const activeSink = sink
+      subs = [...serveQueries(ctx.nats.nc, store, log), onSchemaChange(ctx.nats.nc, log, (version) => activeSink.schemaChanged(version))]
     },
     async stop() {
       for (const s of subs) s.unsubscribe()
@@ -136,8 +146,10 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
   const started: Role[] = []
   let nats: SluiceNats | undefined
   let db: StateDb | undefined
+  let schemaWatch: Subscription | undefined
   const stop = async () => {
     for (const role of started.reverse()) await role.stop().catch((err) => log.error({ err, role: role.name }, 'role failed to stop'))
+    schemaWatch?.unsubscribe()
     await nats?.close()
     db?.close()
     await embedded?.stop()
@@ -151,6 +163,8 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
     registry.loadDefaults(DEFAULT_SCHEMAS_DIR)
     const ctx: RuntimeContext = { config, log, nats, js: jetstream(nats.nc), jsm, db, registry, keys: new ApiKeyStore(db), metrics: createMetrics() }
     const generatedAdminKey = bootstrapAdminKey(ctx)
+    // A version made by another process: drop the cached one, so the next record is judged by what is on file.
+    schemaWatch = onSchemaChange(nats.nc, log, (version) => void registry.refresh(version.object))
     let httpUrl: string | undefined
     const factories: Record<RoleName, () => Role> = {
       sink: () => sinkRole(ctx),

@@ -5,6 +5,8 @@
 export const STREAMS = {
   /** Every accepted record, one subject per object type. Its retention is the replay window. */
   records: { name: 'SLUICE_RECORDS', subjects: ['sluice.records.>'] },
+  /** Schema versions as they are made, `sluice.schema.changed.<object>`: the audit trail subscribers can follow. */
+  schemas: { name: 'SLUICE_SCHEMAS', subjects: ['sluice.schema.>'] },
   /** Rule hits, `alerts.<object>.<rule_id>`. */
   alerts: { name: 'SLUICE_ALERTS', subjects: ['alerts.>'] },
 } as const
@@ -15,6 +17,10 @@ export const SUBJECTS = {
   /** Prefix of the request/reply subjects served by the role that owns the DuckDB file. */
   queryRecords: 'sluice.query.records',
   queryStats: 'sluice.query.stats',
+  /** Asks the analytics store which stored values a proposed schema could not hold. */
+  querySchemaConflicts: 'sluice.query.schema-conflicts',
+  /** A new schema version of `object` (JSON of the version). */
+  schemaChanged: (object: string) => `sluice.schema.changed.${object}`,
 } as const
 
 /** Durable pull consumers, one per consuming stage. */

@@ -26,12 +26,20 @@ export async function ensureTopology(jsm: JetStreamManager, config: SluiceConfig
     max_age: nanos(config.streams.alertRetentionDays * DAY_MS),
     num_replicas: config.streams.replicas,
   })
+  // Schema versions are few and small: keep them all.
+  await upsertStream(jsm, {
+    name: STREAMS.schemas.name,
+    subjects: [...STREAMS.schemas.subjects],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    num_replicas: config.streams.replicas,
+  })
   for (const consumer of Object.values(CONSUMERS)) {
     const wanted = {
       durable_name: consumer.durable,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
-      ack_wait: nanos(30_000),
+      ack_wait: nanos(config.sink.ackWaitSeconds * 1000),
       max_ack_pending: 20_000,
     }
     try {

@@ -5,7 +5,8 @@ import type { FieldError } from './errors.ts'
 
 // ISO 8601 date-time with a zone designator (Z or ±hh:mm), as fintechs send it; a bare date is not an instant.
 const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/i
-FormatRegistry.Set('date-time', (v) => ISO_DATE_TIME.test(v) && !Number.isNaN(Date.parse(v)))
+export const isIsoTimestamp = (v: string) => ISO_DATE_TIME.test(v) && !Number.isNaN(Date.parse(v))
+FormatRegistry.Set('date-time', isIsoTimestamp)
 
 /** Builds the TypeBox type of one field from its spec. */
 function fieldType(spec: FieldSpec): TSchema {
@@ -73,7 +74,7 @@ export class RecordValidator {
   readonly schema: ObjectSchemaDoc
   readonly #check: TypeCheck<TSchema>
 
-  constructor(version: SchemaVersion) {
+  constructor(version: Pick<SchemaVersion, 'object' | 'version' | 'schema'>) {
     this.object = version.object
     this.version = version.version
     this.schema = version.schema

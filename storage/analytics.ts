@@ -21,6 +21,8 @@ export interface RecordQuery {
   limit: number
   /** Only records older (lower sequence) than this cursor. */
   before?: number
+  /** `current`: the latest version of each record id (default); `history`: every version stored. */
+  view?: 'current' | 'history'
   filters?: Record<string, string>
 }
 
@@ -66,6 +68,14 @@ const META_COLUMNS = [
 ]
 const META_COUNT = META_COLUMNS.length
 
+/** A stored field whose values a proposed schema could not hold. */
+export interface SchemaConflict {
+  field: string
+  /** How many stored values do not cast to the new type. */
+  count: number
+  message: string
+}
+
 /** Raised for a query the store cannot answer as asked (unknown filter field, say): the caller's mistake. */
 export class AnalyticsQueryError extends Error {
   constructor(
@@ -77,6 +87,8 @@ export class AnalyticsQueryError extends Error {
 }
 
 export const tableName = (object: string) => `records_${object}`
+/** The latest version of each record id: by the schema's time field, then by arrival (stream sequence). */
+export const currentViewName = (object: string) => `current_${object}`
 const quote = (ident: string) => `"${ident}"`
 const tsValue = (ms: number) => new DuckDBTimestampValue(BigInt(Math.round(ms)) * 1000n)
 
@@ -102,30 +114,67 @@ export class AnalyticsStore {
     return new AnalyticsStore(instance, await instance.connect(), await instance.connect())
   }
 
-  /** Creates the object's table, or adds the columns its schema gained; existing rows read null there. */
+  /**
+   * Creates the object's table, or brings it to the schema: added fields become columns (existing rows read
+   * null there), a changed type alters the column (PUT /schema checked that stored values cast). Removed fields
+   * keep their columns: history is never dropped. Also (re)creates the current view.
+   */
   async ensureTable(schema: ObjectSchemaDoc): Promise<void> {
     const table = tableName(schema.object)
     const fieldCols = Object.entries(schema.fields).map(([name, spec]) => `${quote(name)} ${duckdbType(spec.type)}`)
     await this.#write.run(`CREATE TABLE IF NOT EXISTS ${table} (${[...META_COLUMNS, ...fieldCols].join(', ')})`)
-    const existing = new Set((await this.#tableColumns(table)).map((c) => c.name))
+    const existing = new Map((await this.#tableColumns(table)).map((c) => [c.name, c.type]))
     for (const [name, spec] of Object.entries(schema.fields)) {
-      if (!existing.has(name)) await this.#write.run(`ALTER TABLE ${table} ADD COLUMN ${quote(name)} ${duckdbType(spec.type)}`)
+      const wanted = duckdbType(spec.type)
+      const has = existing.get(name)
+      if (has === undefined) await this.#write.run(`ALTER TABLE ${table} ADD COLUMN ${quote(name)} ${wanted}`)
+      // TRY_CAST: a value that slipped in between the conflict check and this change becomes null rather than stall the sink.
+      else if (has !== wanted) await this.#write.run(`ALTER TABLE ${table} ALTER ${quote(name)} TYPE ${wanted} USING TRY_CAST(${quote(name)} AS ${wanted})`)
     }
+    const order = schema.time_field ? `${quote(schema.time_field)} DESC NULLS LAST, _seq DESC` : '_seq DESC'
+    await this.#write.run(
+      `CREATE OR REPLACE VIEW ${currentViewName(schema.object)} AS
+       SELECT * EXCLUDE (_version_rank) FROM (
+         SELECT *, row_number() OVER (PARTITION BY ${quote(schema.id_field)} ORDER BY ${order}) AS _version_rank FROM ${table}
+       ) WHERE _version_rank = 1`,
+    )
     const types = new Map(Object.entries(schema.fields).map(([n, s]) => [n, s.type]))
     // Field columns in the table's physical order, which is the order an appender must write them in.
-    const columns = (await this.#tableColumns(table)).slice(META_COUNT).map((c): Column => ({ name: c.name, type: types.get(c.name) ?? 'json' }))
+    // A removed field's column keeps being written (null), typed by what it holds.
+    const columns = (await this.#tableColumns(table))
+      .slice(META_COUNT)
+      .map((c): Column => ({ name: c.name, type: types.get(c.name) ?? fieldTypeOfColumn(c.type) }))
     this.#columns.set(schema.object, columns)
+  }
+
+  /** Which stored values the proposed schema's types could not hold (empty when there is no table yet). */
+  async schemaConflicts(schema: ObjectSchemaDoc): Promise<SchemaConflict[]> {
+    const table = tableName(schema.object)
+    const existing = new Map((await this.#tableColumns(table)).map((c) => [c.name, c.type]))
+    const conflicts: SchemaConflict[] = []
+    for (const [field, spec] of Object.entries(schema.fields)) {
+      const has = existing.get(field)
+      const wanted = duckdbType(spec.type)
+      if (has === undefined || has === wanted) continue
+      const res = await this.#read.runAndReadAll(
+        `SELECT count(*) AS n FROM ${table} WHERE ${quote(field)} IS NOT NULL AND TRY_CAST(${quote(field)} AS ${wanted}) IS NULL`,
+      )
+      const count = Number(res.getRowObjectsJS()[0].n)
+      if (count > 0) conflicts.push({ field, count, message: `${field}: ${count} stored value(s) of type ${has} cannot be cast to ${spec.type}` })
+    }
+    return conflicts
   }
 
   hasTable(object: string): boolean {
     return this.#columns.has(object)
   }
 
-  async #tableColumns(table: string): Promise<{ name: string }[]> {
-    const res = await this.#write.runAndReadAll('SELECT column_name AS name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position', [
-      table,
-    ])
-    return res.getRowObjectsJS() as { name: string }[]
+  async #tableColumns(table: string): Promise<{ name: string; type: string }[]> {
+    const res = await this.#write.runAndReadAll(
+      'SELECT column_name AS name, data_type AS type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position',
+      [table],
+    )
+    return res.getRowObjectsJS() as { name: string; type: string }[]
   }
 
   /**
@@ -189,7 +238,8 @@ export class AnalyticsStore {
       where.push(`${quote(field)} = TRY_CAST(? AS ${duckdbType(col.type)})`)
       params.push(value)
     }
-    const sql = `SELECT * FROM ${tableName(q.object)}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY _seq DESC LIMIT ${q.limit + 1}`
+    const source = q.view === 'history' ? tableName(q.object) : currentViewName(q.object)
+    const sql = `SELECT * FROM ${source}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY _seq DESC LIMIT ${q.limit + 1}`
     const rows = (await this.#read.runAndReadAll(sql, params)).getRowObjectsJS()
     const page = rows.slice(0, q.limit).map((row) => toView(row, columns))
     return {
@@ -232,6 +282,12 @@ export class AnalyticsStore {
     this.#read.closeSync()
     this.#instance.closeSync()
   }
+}
+
+/** The field type a column of this DuckDB type holds, for columns no longer in the schema. */
+function fieldTypeOfColumn(duckType: string): FieldType {
+  const byDuck: Record<string, FieldType> = { BIGINT: 'integer', DOUBLE: 'number', BOOLEAN: 'boolean', TIMESTAMP: 'timestamp', VARCHAR: 'string' }
+  return byDuck[duckType] ?? 'string'
 }
 
 function appendField(appender: DuckDBAppender, type: FieldType, value: unknown): void {

@@ -13,6 +13,8 @@ const MIGRATIONS: string[] = [
      created_at TEXT NOT NULL,
      created_by TEXT NOT NULL,
      reason TEXT NOT NULL,
+     trigger_record_id TEXT,
+     diff_json TEXT NOT NULL,
      PRIMARY KEY (object, version)
    );
    CREATE TABLE api_keys (

@@ -22,7 +22,10 @@ t.test('config: defaults, environment, and every invalid setting listed at once'
     t.equal(e.code, 'SLUICE_CONFIG_INVALID')
     const pointers = (e.errors ?? []).map((x) => x.pointer)
     t.ok(pointers.includes('/http/port'), 'bad port named')
-    t.ok(pointers.some((p) => p.startsWith('/roles/1')), 'bad role named')
+    t.ok(
+      pointers.some((p) => p.startsWith('/roles/1')),
+      'bad role named',
+    )
     t.ok(pointers.includes('/surprise'), 'unknown setting named')
   }
 })

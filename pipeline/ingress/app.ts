@@ -2,18 +2,18 @@ import swagger from '@fastify/swagger'
 import { type Static, Type } from '@sinclair/typebox'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify'
 import { type ParseError, parse as parseTolerant, printParseErrorCode } from 'jsonc-parser'
-import type { ApiKeyStore, SchemaRegistry } from '../../storage/index.ts'
+import type { ApiKeyStore, SchemaRegistry, SchemaVersion } from '../../storage/index.ts'
 import type { SluiceConfig } from '../config.ts'
-import { newRecordId } from '../envelope.ts'
-import { SluiceError } from '../errors.ts'
+import { isSluiceError, SluiceError } from '../errors.ts'
+import type { AcceptOutcome, RecordIngestor } from '../ingest.ts'
 import type { Logger } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
-import { dedupId, type PublishedRecord, type RecordPublisher } from '../publisher.ts'
 import type { QueryClient } from '../query.ts'
 import { SUBJECTS } from '../streams.ts'
-import { RecordValidator } from '../validation.ts'
 import { installAuth } from './auth.ts'
 import { installProblemHandlers } from './problem.ts'
+import { ObjectParams, problem } from './route-schemas.ts'
+import { registerSchemaRoutes } from './schema-routes.ts'
 
 /** What readiness reports: each check with whether it passes. */
 export interface ReadinessReport {
@@ -26,25 +26,34 @@ export interface IngressDeps {
   log: Logger
   registry: SchemaRegistry
   keys: ApiKeyStore
-  publisher: RecordPublisher
+  ingestor: RecordIngestor
   queries: QueryClient
+  /** Announces a schema version this process made, to every process. */
+  publishSchemaChange: (version: SchemaVersion) => Promise<void>
   metrics: Metrics
   readiness: () => Promise<ReadinessReport>
 }
 
-const problem = { $ref: 'Problem#' }
-const ObjectParams = Type.Object({ object: Type.String({ pattern: '^[a-z][a-z0-9_]{0,62}$' }) })
 const AcceptedSchema = Type.Object({
   record_id: Type.String(),
   object: Type.String(),
   stream_seq: Type.Integer(),
   schema_version: Type.Integer(),
   duplicate: Type.Boolean({ description: 'true when this was a retry of a record already stored; record_id is the original one' }),
+  schema_changed: Type.Boolean({ description: 'true when update_schema made a new schema version for this record' }),
+  schema_changes: Type.Optional(Type.Array(Type.Unknown(), { description: 'what changed, when schema_changed' })),
+})
+const IngestQuery = Type.Object({
+  update_schema: Type.Optional(Type.Boolean({ description: 'apply the automatic schema evolution rules (also a top-level body field)' })),
 })
 const RecordsQuery = Type.Object(
   {
     limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
     cursor: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'next_cursor of the previous page' })),
+    view: Type.Union([Type.Literal('current'), Type.Literal('history')], {
+      default: 'current',
+      description: 'current: the latest version of each record id; history: every version ever stored',
+    }),
   },
   { additionalProperties: Type.String(), description: 'Any other parameter is an equality filter on a field: ?country=DE' },
 )
@@ -91,10 +100,11 @@ function parseJson(body: string): unknown {
 
 /** Builds the HTTP API (not listening): tests inject() into it, `sluice serve` listens on it. */
 export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstance> {
-  const { config, registry, publisher, queries, metrics } = deps
+  const { config, registry, ingestor, queries, metrics } = deps
   const app = Fastify({
     loggerInstance: deps.log.child({ role: 'ingress' }) as FastifyBaseLogger,
-    bodyLimit: config.http.bodyLimit, // Per-request log lines would cost more than the request at thousands per second;
+    bodyLimit: config.http.bodyLimit,
+    // Per-request log lines would cost more than the request at thousands per second;
     // /metrics counts requests, and errors are logged by the problem handler.
     logController: new LogController({ disableRequestLogging: true }),
   })
@@ -117,18 +127,6 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
     }
   })
 
-  const validators = new Map<string, RecordValidator>()
-  function validatorFor(object: string): RecordValidator {
-    const current = registry.current(object)
-    if (!current) throw new SluiceError('SLUICE_UNKNOWN_OBJECT', `there is no object type ${object}; known: ${registry.objects().join(', ')}`)
-    let v = validators.get(object)
-    if (!v || v.version !== current.version) {
-      v = new RecordValidator(current)
-      validators.set(object, v)
-    }
-    return v
-  }
-
   app.get(
     '/healthz',
     { config: { scope: 'public' }, schema: { tags: ['ops'], security: [], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } },
@@ -150,7 +148,7 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
 
   app.get('/openapi.json', { config: { scope: 'read' }, schema: { tags: ['ops'], hide: true } }, async () => app.swagger())
 
-  app.post<{ Params: Static<typeof ObjectParams>; Headers: { 'idempotency-key'?: string } }>(
+  app.post<{ Params: Static<typeof ObjectParams>; Querystring: Static<typeof IngestQuery>; Headers: { 'idempotency-key'?: string } }>(
     '/:object',
     {
       config: { scope: 'ingest' },
@@ -158,6 +156,7 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
         tags: ['ingest'],
         summary: 'Ingest one record of an object type (transaction, account, activity, ...)',
         params: ObjectParams,
+        querystring: IngestQuery,
         headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 256 })) }),
         body: Type.Unknown({ description: 'One record; it must match the schema on file for the object' }),
         response: { 202: AcceptedSchema, 400: problem, 401: problem, 403: problem, 404: problem, 413: problem, 415: problem, 503: problem },
@@ -166,34 +165,44 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
     async (request, reply) => {
       const started = process.hrtime.bigint()
       const { object } = request.params
-      const validator = validatorFor(object)
-      const record = request.body
-      const result = validator.validate(record)
-      if (!result.ok) {
-        metrics.ingestRecords.inc({ object, outcome: 'rejected' })
-        const fields = result.errors.map((e) => e.pointer.slice(1) || '(record)').join(', ')
-        throw new SluiceError('SLUICE_SCHEMA_MISMATCH', `the ${object} record does not match schema version ${validator.version}; fields at fault: ${fields}`, {
-          errors: result.errors,
-        })
+      let record = request.body
+      let updateSchema = request.query.update_schema === true
+      // The flag may also come as a top-level body field; it is never part of the record.
+      if (record && typeof record === 'object' && !Array.isArray(record) && 'update_schema' in record) {
+        const { update_schema, ...rest } = record as Record<string, unknown>
+        if (typeof update_schema !== 'boolean') {
+          throw new SluiceError('SLUICE_BAD_REQUEST', 'update_schema must be true or false', {
+            errors: [{ pointer: '/update_schema', message: 'expected a boolean' }],
+          })
+        }
+        updateSchema ||= update_schema
+        record = rest
       }
-      const envelope = {
-        record_id: newRecordId(),
-        object,
-        received_at: Date.now(),
-        source: 'api',
-        schema_version: validator.version,
-        record: record as Record<string, unknown>,
-      }
-      let published: PublishedRecord
+      let outcome: AcceptOutcome
       try {
-        published = await publisher.publish(envelope, dedupId(object, record, request.headers['idempotency-key']))
+        outcome = await ingestor.accept(object, record, {
+          source: 'api',
+          actor: request.apiKey?.id ?? 'unknown',
+          idempotencyKey: request.headers['idempotency-key'],
+          updateSchema,
+        })
       } catch (err) {
-        metrics.ingestRecords.inc({ object, outcome: 'unavailable' })
+        if (isSluiceError(err) && err.code === 'SLUICE_STREAM_UNAVAILABLE') metrics.ingestRecords.inc({ object, outcome: 'unavailable' })
         throw err
       }
-      metrics.ingestRecords.inc({ object, outcome: published.duplicate ? 'duplicate' : 'accepted' })
+      if (outcome.status === 'rejected') {
+        metrics.ingestRecords.inc({ object, outcome: 'rejected' })
+        const fields = outcome.errors.map((e) => e.pointer.slice(1) || '(record)').join(', ')
+        const detail =
+          outcome.code === 'SLUICE_SCHEMA_INCOMPATIBLE'
+            ? `update_schema cannot make the ${object} schema (version ${outcome.schema_version}) accept this record; a manual schema update is needed for: ${fields}`
+            : `the ${object} record does not match schema version ${outcome.schema_version}; fields at fault: ${fields}`
+        throw new SluiceError(outcome.code, detail, { errors: outcome.errors })
+      }
+      metrics.ingestRecords.inc({ object, outcome: outcome.duplicate ? 'duplicate' : 'accepted' })
       metrics.ingestLatency.observe({ object }, Number(process.hrtime.bigint() - started) / 1e9)
-      return reply.code(202).send({ ...published, object, schema_version: validator.version })
+      const { status, ...accepted } = outcome
+      return reply.code(202).send({ ...accepted, object, schema_changed: outcome.schema_changes !== undefined })
     },
   )
 
@@ -216,11 +225,12 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
     },
     async (request) => {
       const { object } = request.params
-      validatorFor(object)
-      const { limit, cursor, ...filters } = request.query
+      ingestor.validatorFor(object)
+      const { limit, cursor, view, ...filters } = request.query
       return queries.request(SUBJECTS.queryRecords, {
         object,
         limit,
+        view,
         before: cursor === undefined ? undefined : Number(cursor),
         filters: filters as Record<string, string>,
       })
@@ -240,5 +250,6 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
     async () => ({ objects: await queries.request(SUBJECTS.queryStats, { objects: registry.objects() }) }),
   )
 
+  registerSchemaRoutes(app, deps)
   return app
 }

@@ -51,7 +51,9 @@ export function installProblemHandlers(app: FastifyInstance): void {
   app.addSchema(ProblemSchema)
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const e = isSluiceError(err) ? err : fromFastifyError(err)
-    if (e.status >= 500) request.log.error({ err: e.cause ?? e, code: e.code }, e.message)
+    // 503 is an expected state (NATS or the sink away) and says so in its message; other 5xx are bugs.
+    if (e.status === 503) request.log.warn({ code: e.code }, e.message)
+    else if (e.status >= 500) request.log.error({ err: e.cause ?? e, code: e.code }, e.message)
     for (const [k, v] of Object.entries(e.headers ?? {})) reply.header(k, v)
     reply
       .code(e.status)

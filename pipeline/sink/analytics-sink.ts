@@ -1,5 +1,5 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream'
-import type { AnalyticsStore, SchemaRegistry, StoredRecord } from '../../storage/index.ts'
+import type { AnalyticsStore, SchemaRegistry, SchemaVersion, StoredRecord } from '../../storage/index.ts'
 import { decodeEnvelope, type Envelope } from '../envelope.ts'
 import type { Logger } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
@@ -56,6 +56,12 @@ export class AnalyticsSink {
     await this.#flush()
   }
 
+  /** A new schema version: bring the table to it now, so queries show new columns before any record has them. */
+  schemaChanged(version: SchemaVersion): Promise<void> {
+    this.#flushing = this.#flushing.then(() => this.#ensureTable(version.object, version.version))
+    return this.#flushing
+  }
+
   #flush(): Promise<void> {
     this.#flushing = this.#flushing.then(() => this.#writeBatch())
     return this.#flushing
@@ -65,8 +71,7 @@ export class AnalyticsSink {
     const known = this.#tableVersions.get(object)
     if (known !== undefined && known >= version) return
     // The envelope names a version newer than the table: another ingress process changed the schema.
-    this.#opts.registry.forget(object)
-    const current = this.#opts.registry.current(object)
+    const current = this.#opts.registry.refresh(object)
     if (!current || current.version < version) throw new Error(`schema ${object} v${version} is not in the registry`)
     await this.#opts.store.ensureTable(current.schema)
     this.#tableVersions.set(object, current.version)

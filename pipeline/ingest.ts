@@ -1,0 +1,105 @@
+import type { SchemaChange, SchemaRegistry, SchemaVersion } from '../storage/index.ts'
+import { newRecordId } from './envelope.ts'
+import { type FieldError, SluiceError } from './errors.ts'
+import type { RecordPublisher } from './publisher.ts'
+import { dedupId } from './publisher.ts'
+import { evolveSchema } from './schema-evolution.ts'
+import { RecordValidator } from './validation.ts'
+
+export interface AcceptOptions {
+  /** Where the record came from: `api`, `batch`, `sftp`, ... */
+  source: string
+  /** Who sent it (API key id): recorded on schema versions it creates. */
+  actor: string
+  idempotencyKey?: string
+  /** Apply the automatic schema evolution rules when the record does not fit. */
+  updateSchema?: boolean
+}
+
+/** What happened to one record: accepted (durably in JetStream) or rejected with every reason. A value, not an exception. */
+export type AcceptOutcome =
+  | {
+      status: 'accepted'
+      record_id: string
+      stream_seq: number
+      duplicate: boolean
+      schema_version: number
+      /** Set when this record's update_schema made a new version. */
+      schema_changes?: SchemaChange[]
+    }
+  | { status: 'rejected'; code: 'SLUICE_SCHEMA_MISMATCH' | 'SLUICE_SCHEMA_INCOMPATIBLE'; schema_version: number; errors: FieldError[] }
+
+/**
+ * The one path every record takes into Sluice, whatever its source: validate against the schema on file
+ * (evolving it when asked), then publish. HTTP, batch and file ingestion all call accept().
+ */
+export class RecordIngestor {
+  readonly #registry: SchemaRegistry
+  readonly #publisher: RecordPublisher
+  readonly #onSchemaChange: (version: SchemaVersion) => Promise<void>
+  readonly #validators = new Map<string, RecordValidator>()
+
+  constructor(opts: { registry: SchemaRegistry; publisher: RecordPublisher; onSchemaChange: (version: SchemaVersion) => Promise<void> }) {
+    this.#registry = opts.registry
+    this.#publisher = opts.publisher
+    this.#onSchemaChange = opts.onSchemaChange
+  }
+
+  /** The compiled validator of the object's current schema; throws SLUICE_UNKNOWN_OBJECT. */
+  validatorFor(object: string, current = this.#registry.current(object)): RecordValidator {
+    if (!current) throw new SluiceError('SLUICE_UNKNOWN_OBJECT', `there is no object type ${object}; known: ${this.#registry.objects().join(', ')}`)
+    let v = this.#validators.get(object)
+    if (!v || v.version !== current.version) {
+      v = new RecordValidator(current)
+      this.#validators.set(object, v)
+    }
+    return v
+  }
+
+  async accept(object: string, record: unknown, opts: AcceptOptions): Promise<AcceptOutcome> {
+    let validator = this.validatorFor(object)
+    let result = validator.validate(record)
+    if (!result.ok) {
+      // Another process may have changed the schema since this one cached it: judge by what is on file.
+      const onFile = this.#registry.refresh(object)
+      if (onFile && onFile.version !== validator.version) {
+        validator = this.validatorFor(object, onFile)
+        result = validator.validate(record)
+      }
+    }
+    const recordId = newRecordId()
+    let schemaChanges: SchemaChange[] | undefined
+    if (!result.ok && opts.updateSchema) {
+      let incompatible: FieldError[] | undefined
+      const { version, created } = this.#registry.update(
+        object,
+        (current) => {
+          const evolution = evolveSchema((current as SchemaVersion).schema, record)
+          if (evolution.kind === 'incompatible') incompatible = evolution.errors
+          return evolution.kind === 'changed' ? evolution.schema : undefined
+        },
+        { created_by: opts.actor, reason: 'auto', trigger_record_id: recordId },
+      )
+      if (incompatible) return { status: 'rejected', code: 'SLUICE_SCHEMA_INCOMPATIBLE', schema_version: version.version, errors: incompatible }
+      if (created) {
+        schemaChanges = version.diff
+        await this.#onSchemaChange(version)
+      }
+      validator = this.validatorFor(object, version)
+      result = validator.validate(record)
+    }
+    if (!result.ok) return { status: 'rejected', code: 'SLUICE_SCHEMA_MISMATCH', schema_version: validator.version, errors: result.errors }
+    const published = await this.#publisher.publish(
+      {
+        record_id: recordId,
+        object,
+        received_at: Date.now(),
+        source: opts.source,
+        schema_version: validator.version,
+        record: record as Record<string, unknown>,
+      },
+      dedupId(object, record, opts.idempotencyKey),
+    )
+    return { status: 'accepted', ...published, schema_version: validator.version, ...(schemaChanges && { schema_changes: schemaChanges }) }
+  }
+}
