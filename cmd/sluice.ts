@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import { Command, Option } from 'commander'
-import { type ConfigInput, createLogger, loadConfig, ROLE_NAMES, type SluiceConfig, startSluice } from '../pipeline/index.ts'
-import { ApiKeyStore, openStateDb, SCOPES, type Scope } from '../storage/index.ts'
+import { type ConfigInput, createLogger, DEFAULT_SCHEMAS_DIR, loadConfig, ROLE_NAMES, type SluiceConfig, startSluice } from '../pipeline/index.ts'
+import { ApiKeyStore, diffSchemas, openStateDb, SCOPES, type SchemaChange, SchemaRegistry, type SchemaVersion, type Scope } from '../storage/index.ts'
 import { runDemo } from './demo.ts'
 
 const program = new Command('sluice')
@@ -42,6 +42,73 @@ program
     }
     process.on('SIGINT', shutdown)
     process.on('SIGTERM', shutdown)
+  })
+
+/** One line per change, as a person reads a diff. */
+function describeChange(c: SchemaChange): string {
+  switch (c.op) {
+    case 'add_field':
+      return `+ ${c.field}: ${c.spec.type}${c.spec.nullable ? ', nullable' : ''}`
+    case 'remove_field':
+      return `- ${c.field}`
+    case 'make_nullable':
+      return `~ ${c.field}: now nullable`
+    case 'make_required':
+      return `~ ${c.field}: now required`
+    case 'change_type':
+      return `~ ${c.field}: ${c.from} -> ${c.to}`
+    case 'change_constraints':
+      return `~ ${c.field}: constraints changed`
+    case 'change_meta':
+      return `~ ${c.what}: ${c.from ?? '(none)'} -> ${c.to ?? '(none)'}`
+  }
+}
+
+const schema = program.command('schema').description('read the schemas on file (works on the data dir directly)')
+function schemaRegistry(): SchemaRegistry {
+  const registry = new SchemaRegistry(openStateDb(join(configFrom().dataDir, 'state.db')))
+  registry.loadDefaults(DEFAULT_SCHEMAS_DIR)
+  return registry
+}
+function versionOrExit(registry: SchemaRegistry, object: string, n?: string): SchemaVersion {
+  const v = n === undefined ? registry.current(object) : registry.version(object, Number(n))
+  if (!v) return program.error(n === undefined ? `no object type ${object}; known: ${registry.objects().join(', ')}` : `${object} has no version ${n}`)
+  return v
+}
+schema
+  .command('show [object]')
+  .description('the current schema of an object, or the list of objects')
+  .option('--version <n>', 'an older version')
+  .action((object: string | undefined, opts: { version?: string }) => {
+    const registry = schemaRegistry()
+    if (!object) {
+      for (const o of registry.objects()) console.log(`${o}  v${versionOrExit(registry, o).version}`)
+      return
+    }
+    console.log(JSON.stringify(versionOrExit(registry, object, opts.version), null, 2))
+  })
+schema
+  .command('history <object>')
+  .description('every version: when, who, why, what changed')
+  .action((object: string) => {
+    const registry = schemaRegistry()
+    versionOrExit(registry, object)
+    for (const v of registry.versions(object)) {
+      const why = v.reason === 'auto' ? `auto (record ${v.trigger_record_id})` : v.reason
+      console.log(`v${v.version}  ${v.created_at}  by ${v.created_by}  ${why}`)
+      for (const c of v.version === 1 ? [] : v.diff) console.log(`    ${describeChange(c)}`)
+    }
+  })
+schema
+  .command('diff <object> [from] [to]')
+  .description('the changes between two versions (default: the previous and the current one)')
+  .action((object: string, from?: string, to?: string) => {
+    const registry = schemaRegistry()
+    const newer = versionOrExit(registry, object, to)
+    const older = versionOrExit(registry, object, from ?? String(Math.max(1, newer.version - 1)))
+    const changes = diffSchemas(older.schema, newer.schema)
+    console.log(`${object} v${older.version} -> v${newer.version}: ${changes.length ? '' : 'no changes'}`)
+    for (const c of changes) console.log(`  ${describeChange(c)}`)
   })
 
 const keys = program.command('keys').description('manage API keys (works on the data dir directly)')
@@ -88,7 +155,7 @@ program
   .option('--seed <n>', 'generator seed', '42')
   .action(async (opts: { url: string; key?: string; rate: string; count?: string; seed: string }) => {
     const apiKey = opts.key ?? process.env.SLUICE_API_KEY ?? process.env.SLUICE_ADMIN_KEY
-    if (!apiKey) program.error('give an API key with --key or SLUICE_API_KEY')
+    if (!apiKey) return program.error('give an API key with --key or SLUICE_API_KEY')
     const abort = new AbortController()
     process.on('SIGINT', () => abort.abort())
     const { sent, rejected } = await runDemo({

@@ -11,7 +11,22 @@ export interface Envelope {
   source: string
   /** The schema version the record was validated against. */
   schema_version: number
+  /** false for historical backfills: the rule stage records the outcome but raises no alert. Absent means true. */
+  evaluate_rules?: boolean
+  /** The batch job that carried the record, when it came in a batch. */
+  job_id?: string
   record: Record<string, unknown>
+}
+
+/**
+ * The partition of a record: FNV-1a of its account id (records of one account stay together), else of its own
+ * id, modulo the partition count.
+ */
+export function partitionOf(record: Record<string, unknown>, idField: string, partitions: number): number {
+  const key = String(record.account_id ?? record[idField] ?? '')
+  let hash = 0x811c9dc5
+  for (let i = 0; i < key.length; i++) hash = Math.imul(hash ^ key.charCodeAt(i), 0x01000193)
+  return (hash >>> 0) % partitions
 }
 
 export const newRecordId = monotonicFactory()

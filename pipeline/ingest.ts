@@ -1,9 +1,10 @@
 import type { SchemaChange, SchemaRegistry, SchemaVersion } from '../storage/index.ts'
-import { newRecordId } from './envelope.ts'
+import { newRecordId, partitionOf } from './envelope.ts'
 import { type FieldError, SluiceError } from './errors.ts'
 import type { RecordPublisher } from './publisher.ts'
 import { dedupId } from './publisher.ts'
 import { evolveSchema } from './schema-evolution.ts'
+import { RECORD_PARTITIONS } from './streams.ts'
 import { RecordValidator } from './validation.ts'
 
 export interface AcceptOptions {
@@ -99,6 +100,7 @@ export class RecordIngestor {
         record: record as Record<string, unknown>,
       },
       dedupId(object, record, opts.idempotencyKey),
+      partitionOf(record as Record<string, unknown>, validator.schema.id_field, RECORD_PARTITIONS),
     )
     return { status: 'accepted', ...published, schema_version: validator.version, ...(schemaChanges && { schema_changes: schemaChanges }) }
   }

@@ -42,7 +42,7 @@ export class RecordPublisher {
     return new SluiceError('SLUICE_STREAM_UNAVAILABLE', detail, { cause, headers: { 'Retry-After': this.#retryAfter } })
   }
 
-  async publish(env: Envelope, msgId: string): Promise<PublishedRecord> {
+  async publish(env: Envelope, msgId: string, partition: number): Promise<PublishedRecord> {
     // While disconnected nats.js would buffer the publish and send it after a reconnect, storing a record
     // whose sender was already told 503: refuse up front instead.
     if (!this.#nats.connected()) throw this.#unavailable('not connected to NATS; the record was not stored')
@@ -50,7 +50,7 @@ export class RecordPublisher {
     h.set(HEADERS.recordId, env.record_id)
     let ack: PubAck
     try {
-      ack = await this.#js.publish(SUBJECTS.record(env.object), encodeEnvelope(env), { msgID: msgId, headers: h, timeout: this.#timeoutMs })
+      ack = await this.#js.publish(SUBJECTS.record(env.object, partition), encodeEnvelope(env), { msgID: msgId, headers: h, timeout: this.#timeoutMs })
     } catch (cause) {
       throw this.#unavailable(`JetStream did not store the record: ${(cause as Error).message}`, cause)
     }

@@ -12,8 +12,14 @@ export const STREAMS = {
 } as const
 
 export const SUBJECTS = {
-  /** Where an accepted record of `object` is published. */
-  record: (object: string) => `sluice.records.${object}`,
+  /**
+   * Where an accepted record of `object` is published: `sluice.records.<object>.<partition>`. The partition
+   * (0..RECORD_PARTITIONS-1) is a hash of the record's account (or its id), so a stage that must see every
+   * record of one account (the rule stage's windows) can split the work by partition.
+   */
+  record: (object: string, partition: number) => `sluice.records.${object}.${partition}`,
+  /** A rule stage decision on one record (also kept in SLUICE_DECISIONS); sync ingest waits on it. */
+  decision: (object: string, recordId: string) => `sluice.decisions.${object}.${recordId}`,
   /** Prefix of the request/reply subjects served by the role that owns the DuckDB file. */
   queryRecords: 'sluice.query.records',
   queryStats: 'sluice.query.stats',
@@ -22,6 +28,9 @@ export const SUBJECTS = {
   /** A new schema version of `object` (JSON of the version). */
   schemaChanged: (object: string) => `sluice.schema.changed.${object}`,
 } as const
+
+/** How many partitions the record subjects are split into; fixed, since changing it would move accounts between partitions. */
+export const RECORD_PARTITIONS = 16
 
 /** Durable pull consumers, one per consuming stage. */
 export const CONSUMERS = {

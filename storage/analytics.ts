@@ -108,6 +108,11 @@ export class AnalyticsStore {
     this.#read = read
   }
 
+  /** Another connection to the same file, for other parts of the sink role (rule outcomes) that keep their own tables. */
+  connect(): Promise<DuckDBConnection> {
+    return this.#instance.connect()
+  }
+
   static async open(path: string): Promise<AnalyticsStore> {
     mkdirSync(dirname(path), { recursive: true })
     const instance = await DuckDBInstance.create(path)

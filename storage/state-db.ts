@@ -1,40 +1,30 @@
-import { mkdirSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
 
 export type StateDb = Database.Database
 
-/** Schema migrations of the state database, applied in order; PRAGMA user_version counts how many ran. */
-const MIGRATIONS: string[] = [
-  `CREATE TABLE schema_versions (
-     object TEXT NOT NULL,
-     version INTEGER NOT NULL,
-     schema_json TEXT NOT NULL,
-     created_at TEXT NOT NULL,
-     created_by TEXT NOT NULL,
-     reason TEXT NOT NULL,
-     trigger_record_id TEXT,
-     diff_json TEXT NOT NULL,
-     PRIMARY KEY (object, version)
-   );
-   CREATE TABLE api_keys (
-     id TEXT PRIMARY KEY,
-     name TEXT NOT NULL,
-     key_hash TEXT NOT NULL UNIQUE,
-     scopes TEXT NOT NULL,
-     created_at TEXT NOT NULL,
-     revoked_at TEXT,
-     last_used_at TEXT
-   );
-   CREATE TABLE audit_log (
-     id INTEGER PRIMARY KEY AUTOINCREMENT,
-     at TEXT NOT NULL,
-     actor TEXT NOT NULL,
-     action TEXT NOT NULL,
-     target TEXT,
-     detail_json TEXT
-   );`,
-]
+const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations', import.meta.url))
+
+/**
+ * Applies the SQL files in storage/migrations in name order, each once, in its own transaction. Named files
+ * (rather than a numbered list in code) let each part of Sluice bring its own tables without touching the others.
+ */
+function migrate(db: Database.Database): void {
+  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)')
+  const applied = new Set((db.prepare('SELECT name FROM schema_migrations').all() as { name: string }[]).map((r) => r.name))
+  for (const name of readdirSync(MIGRATIONS_DIR)
+    .filter((f) => f.endsWith('.sql'))
+    .sort()) {
+    if (applied.has(name)) continue
+    const sql = readFileSync(join(MIGRATIONS_DIR, name), 'utf8')
+    db.transaction(() => {
+      db.exec(sql)
+      db.prepare('INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)').run(name, new Date().toISOString())
+    })()
+  }
+}
 
 /**
  * Opens (creating and migrating) the SQLite file holding schemas, keys, jobs, rules and the audit log.
@@ -46,13 +36,7 @@ export function openStateDb(path: string): StateDb {
   db.pragma('journal_mode = WAL')
   db.pragma('busy_timeout = 5000')
   db.pragma('foreign_keys = ON')
-  const applied = db.pragma('user_version', { simple: true }) as number
-  for (let i = applied; i < MIGRATIONS.length; i++) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[i])
-      db.pragma(`user_version = ${i + 1}`)
-    })()
-  }
+  migrate(db)
   return db
 }
 

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { connect } from '@nats-io/transport-node'
 import t from 'tap'
+import { runCli } from './helpers/cli.ts'
 import { eventually, startTestNats, startTestSluice, type TestSluice } from './helpers/sluice.ts'
 
 interface EvolutionCase {
@@ -109,6 +110,15 @@ t.test('history: old rows read null in a new column and keep values of a field m
   )
   // Without the flag, later records follow the new version: the field may be left out.
   t.equal((await s.request('POST', '/payment', { payment_id: 'p-3', paid_at: '2026-02-03T10:00:00Z', amount: 1, note: null })).status, 202)
+
+  const history = (await runCli(['schema', 'history', 'payment'], { SLUICE_DATA_DIR: s.dataDir })).stdout
+  t.match(history, /v1 .* manual/, 'the CLI lists the manual first version')
+  t.match(history, new RegExp(`v2 .* auto \\(record ${evolved.record_id}\\)`), 'and the auto change, with its record')
+  t.match(history, /\+ promo_code: string, nullable/, 'what it added')
+  t.match(history, /~ channel: now nullable/, 'and what it made nullable')
+  const diff = (await runCli(['schema', 'diff', 'payment', '1', '2'], { SLUICE_DATA_DIR: s.dataDir })).stdout
+  t.match(diff, /payment v1 -> v2/)
+  t.match(diff, /\+ promo_code/)
 })
 
 t.test('20 concurrent POSTs adding the same field make exactly one version', async (t) => {
