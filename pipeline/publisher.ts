@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto'
-import type { JetStreamClient, JetStreamManager, PubAck } from '@nats-io/jetstream'
+import type { JetStreamManager } from '@nats-io/jetstream'
 import { headers } from '@nats-io/transport-node'
 import { type Envelope, encodeEnvelope } from './envelope.ts'
 import { SluiceError } from './errors.ts'
 import type { SluiceNats } from './nats-connection.ts'
+import { type StreamAck, StreamPublisher } from './stream-publisher.ts'
 import { HEADERS, STREAMS, SUBJECTS } from './streams.ts'
 
 /** JetStream's answer for one record: where it is, and whether it was a retry of one already stored. */
@@ -25,21 +26,23 @@ export function dedupId(object: string, record: unknown, idempotencyKey?: string
 /** Publishes envelopes to the record stream and resolves only once JetStream has stored them. */
 export class RecordPublisher {
   readonly #nats: SluiceNats
-  readonly #js: JetStreamClient
+  readonly #stream: StreamPublisher
   readonly #jsm: JetStreamManager
-  readonly #timeoutMs: number
   readonly #retryAfter: string
 
-  constructor(nats: SluiceNats, js: JetStreamClient, jsm: JetStreamManager, opts: { timeoutMs: number; retryAfterSeconds: number }) {
+  constructor(nats: SluiceNats, jsm: JetStreamManager, opts: { timeoutMs: number; retryAfterSeconds: number }) {
     this.#nats = nats
-    this.#js = js
+    this.#stream = new StreamPublisher(nats.nc, { timeoutMs: opts.timeoutMs })
     this.#jsm = jsm
-    this.#timeoutMs = opts.timeoutMs
     this.#retryAfter = String(opts.retryAfterSeconds)
   }
 
   #unavailable(detail: string, cause?: unknown): SluiceError {
     return new SluiceError('SLUICE_STREAM_UNAVAILABLE', detail, { cause, headers: { 'Retry-After': this.#retryAfter } })
+  }
+
+  close(): void {
+    this.#stream.close()
   }
 
   async publish(env: Envelope, msgId: string, partition: number): Promise<PublishedRecord> {
@@ -48,9 +51,10 @@ export class RecordPublisher {
     if (!this.#nats.connected()) throw this.#unavailable('not connected to NATS; the record was not stored')
     const h = headers()
     h.set(HEADERS.recordId, env.record_id)
-    let ack: PubAck
+    h.set('Nats-Msg-Id', msgId)
+    let ack: StreamAck
     try {
-      ack = await this.#js.publish(SUBJECTS.record(env.object, partition), encodeEnvelope(env), { msgID: msgId, headers: h, timeout: this.#timeoutMs })
+      ack = await this.#stream.publish(SUBJECTS.record(env.object, partition), encodeEnvelope(env), h)
     } catch (cause) {
       throw this.#unavailable(`JetStream did not store the record: ${(cause as Error).message}`, cause)
     }

@@ -37,6 +37,8 @@ interface RuntimeContext {
   registry: SchemaRegistry
   keys: ApiKeyStore
   metrics: Metrics
+  /** The one path records take in, shared by the roles that accept records (ingress, batch). */
+  ingestor: RecordIngestor
 }
 
 export interface RunningSluice {
@@ -74,14 +76,7 @@ function ingressRole(ctx: RuntimeContext, onListen: (url: string) => void): Role
         registry: ctx.registry,
         keys: ctx.keys,
         metrics: ctx.metrics,
-        ingestor: new RecordIngestor({
-          registry: ctx.registry,
-          publisher: new RecordPublisher(ctx.nats, ctx.js, ctx.jsm, {
-            timeoutMs: ctx.config.http.publishTimeoutMs,
-            retryAfterSeconds: ctx.config.http.retryAfterSeconds,
-          }),
-          onSchemaChange: (version) => publishSchemaChange(ctx.js, version),
-        }),
+        ingestor: ctx.ingestor,
         publishSchemaChange: (version) => publishSchemaChange(ctx.js, version),
         queries: new QueryClient(ctx.nats.nc, ctx.config.http.queryTimeoutMs),
         readiness: () => readiness(ctx),
@@ -147,9 +142,11 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
   let nats: SluiceNats | undefined
   let db: StateDb | undefined
   let schemaWatch: Subscription | undefined
+  let publisher: RecordPublisher | undefined
   const stop = async () => {
     for (const role of started.reverse()) await role.stop().catch((err) => log.error({ err, role: role.name }, 'role failed to stop'))
     schemaWatch?.unsubscribe()
+    publisher?.close()
     await nats?.close()
     db?.close()
     await embedded?.stop()
@@ -161,7 +158,10 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
     db = openStateDb(join(config.dataDir, 'state.db'))
     const registry = new SchemaRegistry(db)
     registry.loadDefaults(DEFAULT_SCHEMAS_DIR)
-    const ctx: RuntimeContext = { config, log, nats, js: jetstream(nats.nc), jsm, db, registry, keys: new ApiKeyStore(db), metrics: createMetrics() }
+    const js = jetstream(nats.nc)
+    publisher = new RecordPublisher(nats, jsm, { timeoutMs: config.http.publishTimeoutMs, retryAfterSeconds: config.http.retryAfterSeconds })
+    const ingestor = new RecordIngestor({ registry, publisher, onSchemaChange: (version) => publishSchemaChange(js, version) })
+    const ctx: RuntimeContext = { config, log, nats, js, jsm, db, registry, keys: new ApiKeyStore(db), metrics: createMetrics(), ingestor }
     const generatedAdminKey = bootstrapAdminKey(ctx)
     // A version made by another process: drop the cached one, so the next record is judged by what is on file.
     schemaWatch = onSchemaChange(nats.nc, log, (version) => void registry.refresh(version.object))

@@ -1,5 +1,6 @@
 export * from './analytics.ts'
 export * from './api-keys.ts'
+export * from './batch-jobs.ts'
 export * from './object-schema.ts'
 export * from './schema-registry.ts'
 export * from './state-db.ts'

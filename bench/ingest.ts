@@ -1,0 +1,321 @@
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { setTimeout as sleep } from 'node:timers/promises'
+import autocannon, { type Result as LoadResult } from 'autocannon'
+import type { BenchResult, Figure, Target } from './report.ts'
+import { freePort, startServerProcess } from './server-process.ts'
+
+/** The load both servers get: keep-alive connections, one request in flight on each. */
+const LOAD = { connections: 50, pipelining: 1, warmupSeconds: 2, seconds: 10 } as const
+/** Records sent one by one after the load, a few in flight, each polled until queryable. */
+const FRESHNESS = { records: 300, inFlight: 4, pollEveryMs: 5, timeoutMs: 10_000 } as const
+/** How long accepted records may take to all become queryable before that counts as a failure. */
+const DRAIN_TIMEOUT_MS = 20_000
+
+export const INGEST_TARGETS = {
+  endToEndRecordsPerSecond: { op: '>=', value: 8000 },
+  ratioToBare: { op: '>=', value: 0.35 },
+  freshnessP99Ms: { op: '<', value: 1000 },
+} as const satisfies Record<string, Target>
+
+/** A complete, valid transaction; every request changes only transaction_id, since identical bodies are deduplicated. */
+const SAMPLE_TRANSACTION = {
+  transaction_id: 't-1',
+  account_id: 'acc-1',
+  amount: 42.5,
+  currency: 'EUR',
+  direction: 'debit',
+  type: 'card_payment',
+  status: 'completed',
+  created_at: '2026-01-05T10:00:00Z',
+  channel: 'pos',
+  country: 'DE',
+  counterparty_id: null,
+  counterparty_name: null,
+  merchant_id: 'm-1',
+  merchant_name: 'Corner Grocery',
+  merchant_category: '5411',
+  card_id: 'card-1',
+  device_id: null,
+  ip_address: null,
+  description: null,
+  metadata: null,
+}
+/** autocannon puts a unique id in place of `[<id>]` in every request it sends. */
+const LOAD_BODY = JSON.stringify({ ...SAMPLE_TRANSACTION, transaction_id: 't-[<id>]' })
+
+const progress = (message: string) => process.stderr.write(`ingest: ${message}\n`)
+
+function percentile(sorted: number[], fraction: number): number | null {
+  if (sorted.length === 0) return null
+  return sorted[Math.min(sorted.length - 1, Math.ceil(fraction * sorted.length) - 1)]
+}
+
+function runLoad(url: string, headers: Record<string, string>, seconds: number): PromiseLike<LoadResult> {
+  return autocannon({
+    url: `${url}/transaction`,
+    method: 'POST',
+    headers: { ...headers, 'content-type': 'application/json' },
+    body: LOAD_BODY,
+    idReplacement: true,
+    connections: LOAD.connections,
+    pipelining: LOAD.pipelining,
+    duration: seconds,
+  })
+}
+
+interface LoadSummary {
+  requests_per_second: number
+  completed: number
+  accepted_202: number
+  non_202: number
+  /** Requests that got no answer at all: connection errors and timeouts. */
+  unanswered: number
+  status_codes: Record<string, number>
+  latency_ms: { p50: number; p99: number; max: number }
+}
+
+function summarizeLoad(result: LoadResult): LoadSummary {
+  const accepted = result.statusCodeStats['202']?.count ?? 0
+  return {
+    requests_per_second: result.requests.total / result.duration,
+    completed: result.requests.total,
+    accepted_202: accepted,
+    non_202: result.requests.total - accepted,
+    unanswered: result.errors,
+    status_codes: Object.fromEntries(Object.entries(result.statusCodeStats).map(([code, { count }]) => [code, count])),
+    latency_ms: { p50: result.latency.p50, p99: result.latency.p99, max: result.latency.max },
+  }
+}
+
+function loadProblems(server: string, load: LoadSummary): string[] {
+  const problems: string[] = []
+  if (load.non_202 > 0) problems.push(`${server} answered ${load.non_202} requests with a status other than 202: ${JSON.stringify(load.status_codes)}`)
+  if (load.unanswered > 0) problems.push(`${server} left ${load.unanswered} requests without an answer (connection errors or timeouts)`)
+  return problems
+}
+
+async function measureBareServer(headers: Record<string, string>): Promise<LoadSummary> {
+  const port = await freePort()
+  progress('starting the bare fastify server')
+  const url = `http://127.0.0.1:${port}`
+  const server = await startServerProcess({
+    name: 'bare fastify server',
+    args: ['--import', 'tsx', 'bench/bare-server.ts'],
+    env: { ...process.env, BARE_SERVER_PORT: String(port) },
+    url,
+  })
+  try {
+    progress(`bare server: ${LOAD.warmupSeconds} s warm-up, ${LOAD.seconds} s load`)
+    await runLoad(url, headers, LOAD.warmupSeconds)
+    return summarizeLoad(await runLoad(url, headers, LOAD.seconds))
+  } finally {
+    await server.stop()
+  }
+}
+
+/** Sluice's HTTP API as the bench uses it. */
+class SluiceClient {
+  constructor(
+    readonly url: string,
+    readonly headers: Record<string, string>,
+  ) {}
+
+  async get<T>(path: string): Promise<T> {
+    const res = await fetch(`${this.url}${path}`, { headers: this.headers })
+    if (res.status !== 200) throw new Error(`GET ${path} answered ${res.status}: ${await res.text()}`)
+    return (await res.json()) as T
+  }
+
+  async storedTransactions(): Promise<number> {
+    const stats = await this.get<{ objects: { object: string; total: number }[] }>('/stats')
+    return stats.objects.find((o) => o.object === 'transaction')?.total ?? 0
+  }
+
+  /** Polls /stats until at least `count` transactions are stored; when that was seen (Date.now()), or null on timeout. */
+  async waitUntilStored(count: number, timeoutMs: number): Promise<number | null> {
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
+      if ((await this.storedTransactions()) >= count) return Date.now()
+      await sleep(20)
+    }
+    return null
+  }
+
+  /**
+   * Polls /stats until at least `count` transactions are stored and the number has not moved for a few sink
+   * flushes, so that records still in flight when a load stopped are counted too; returns it.
+   */
+  async waitUntilSettled(count: number, timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs
+    let previous = -1
+    while (Date.now() < deadline) {
+      const stored = await this.storedTransactions()
+      if (stored >= count && stored === previous) return stored
+      previous = stored
+      await sleep(300)
+    }
+    throw new Error(`Sluice did not store the ${count} records of the warm-up within ${timeoutMs} ms`)
+  }
+}
+
+interface FreshnessSamples {
+  postMs: number[]
+  queryableMs: number[]
+  problems: string[]
+}
+
+/** POST-to-queryable time of single records: POST, then poll for the record_id until a query returns it. */
+async function measureFreshness(sluice: SluiceClient): Promise<FreshnessSamples> {
+  const samples: FreshnessSamples = { postMs: [], queryableMs: [], problems: [] }
+  let next = 0
+  const sendOneAtATime = async () => {
+    while (next < FRESHNESS.records && samples.problems.length === 0) {
+      const body = JSON.stringify({ ...SAMPLE_TRANSACTION, transaction_id: `fresh-${next++}` })
+      const started = performance.now()
+      const res = await fetch(`${sluice.url}/transaction`, { method: 'POST', headers: { ...sluice.headers, 'content-type': 'application/json' }, body })
+      const answer = await res.text()
+      samples.postMs.push(performance.now() - started)
+      if (res.status !== 202) {
+        samples.problems.push(`POST /transaction answered ${res.status} during the freshness test: ${answer}`)
+        return
+      }
+      const { record_id: recordId } = JSON.parse(answer) as { record_id: string }
+      const query = `/records/transaction?record_id=${encodeURIComponent(recordId)}&limit=1`
+      for (;;) {
+        const { records } = await sluice.get<{ records: unknown[] }>(query)
+        const now = performance.now()
+        if (records.length > 0) {
+          samples.queryableMs.push(now - started)
+          break
+        }
+        if (now - started > FRESHNESS.timeoutMs) {
+          samples.problems.push(`record ${recordId} was not queryable ${FRESHNESS.timeoutMs} ms after its POST`)
+          return
+        }
+        await sleep(FRESHNESS.pollEveryMs)
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: FRESHNESS.inFlight }, sendOneAtATime))
+  return samples
+}
+
+interface SluiceMeasurements {
+  load: LoadSummary
+  storedBeforeLoad: number
+  /** Seconds from the start of the load until every accepted record was queryable; null if they never all were. */
+  endToEndSeconds: number | null
+  freshness: FreshnessSamples
+  problems: string[]
+}
+
+async function measureRunningSluice(sluice: SluiceClient): Promise<SluiceMeasurements> {
+  progress(`sluice: ${LOAD.warmupSeconds} s warm-up`)
+  const warmup = summarizeLoad(await runLoad(sluice.url, sluice.headers, LOAD.warmupSeconds))
+  // The warm-up's records must be stored before the load starts, or they would count as the load's.
+  const storedBeforeLoad = await sluice.waitUntilSettled(warmup.accepted_202, DRAIN_TIMEOUT_MS)
+  progress(`sluice: ${LOAD.seconds} s load`)
+  const loadStarted = Date.now()
+  const load = summarizeLoad(await runLoad(sluice.url, sluice.headers, LOAD.seconds))
+  const allQueryableAt = await sluice.waitUntilStored(storedBeforeLoad + load.accepted_202, DRAIN_TIMEOUT_MS)
+  const problems = [...loadProblems('Sluice (warm-up)', warmup), ...loadProblems('Sluice', load)]
+  if (allQueryableAt === null) problems.push(`the ${load.accepted_202} accepted records were not all stored ${DRAIN_TIMEOUT_MS} ms after the load`)
+  progress(`sluice: freshness of ${FRESHNESS.records} single records`)
+  const freshness = await measureFreshness(sluice)
+  problems.push(...freshness.problems)
+  return {
+    load,
+    storedBeforeLoad,
+    endToEndSeconds: allQueryableAt === null ? null : (allQueryableAt - loadStarted) / 1000,
+    freshness,
+    problems,
+  }
+}
+
+async function measureSluice(adminKey: string): Promise<SluiceMeasurements> {
+  const port = await freePort()
+  const dataDir = mkdtempSync(join(tmpdir(), 'sluice-bench-'))
+  const removeDataDir = () => rmSync(dataDir, { recursive: true, force: true })
+  // Also when a Ctrl-C ends the bench midway (run.ts stops the servers first, then exits).
+  process.once('exit', removeDataDir)
+  // The bench's own settings only: an inherited NATS_URL or SLUICE_CONFIG would measure some other setup.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'NATS_URL' && !name.startsWith('SLUICE_')))
+  try {
+    progress('starting sluice serve')
+    const server = await startServerProcess({
+      name: 'sluice serve',
+      args: ['bin/sluice.js', 'serve'],
+      env: { ...env, SLUICE_DATA_DIR: dataDir, SLUICE_HTTP_PORT: String(port), SLUICE_ADMIN_KEY: adminKey, SLUICE_LOG_LEVEL: 'warn' },
+      // Sluice starts ingress after NATS and the sink, so an answer on its port means all of it is up.
+      url: `http://127.0.0.1:${port}/healthz`,
+    })
+    let measured: SluiceMeasurements
+    try {
+      measured = await measureRunningSluice(new SluiceClient(`http://127.0.0.1:${port}`, { authorization: `Bearer ${adminKey}` }))
+    } catch (err) {
+      await server.stop()
+      throw err
+    }
+    const exitCode = await server.stop()
+    if (exitCode !== 0) measured.problems.push(`sluice serve exited with ${exitCode} on SIGTERM:\n${server.output()}`)
+    return measured
+  } finally {
+    process.off('exit', removeDataDir)
+    removeDataDir()
+  }
+}
+
+/** Single-record HTTP ingest: Sluice against a bare fastify server, end-to-end throughput and freshness. */
+export async function runIngestBench(): Promise<BenchResult> {
+  const adminKey = `bench_admin_${randomBytes(16).toString('hex')}`
+  const bare = await measureBareServer({ authorization: `Bearer ${adminKey}` })
+  const sluice = await measureSluice(adminKey)
+
+  const endToEndRecordsPerSecond = sluice.endToEndSeconds === null ? null : sluice.load.accepted_202 / sluice.endToEndSeconds
+  const ratioToBare = sluice.load.requests_per_second / bare.requests_per_second
+  const postMs = [...sluice.freshness.postMs].sort((a, b) => a - b)
+  const queryableMs = [...sluice.freshness.queryableMs].sort((a, b) => a - b)
+  const freshness = { samples: queryableMs.length, p50: percentile(queryableMs, 0.5), p99: percentile(queryableMs, 0.99), max: queryableMs.at(-1) ?? null }
+
+  const figures: Figure[] = [
+    { label: 'bare fastify POST /transaction', value: bare.requests_per_second, unit: 'req/s' },
+    { label: 'Sluice POST /transaction', value: sluice.load.requests_per_second, unit: 'req/s' },
+    { label: 'Sluice non-202 responses', value: sluice.load.non_202, unit: '' },
+    { label: 'Sluice requests unanswered', value: sluice.load.unanswered, unit: '' },
+    { label: 'Sluice end to end (POST to queryable)', value: endToEndRecordsPerSecond, unit: 'records/s', target: INGEST_TARGETS.endToEndRecordsPerSecond },
+    { label: 'ratio Sluice / bare req/s', value: ratioToBare, unit: '', decimals: 2, target: INGEST_TARGETS.ratioToBare },
+    { label: 'POST latency under load p50', value: sluice.load.latency_ms.p50, unit: 'ms' },
+    { label: 'POST latency under load p99', value: sluice.load.latency_ms.p99, unit: 'ms' },
+    { label: 'freshness (POST to queryable) p50', value: freshness.p50, unit: 'ms' },
+    { label: 'freshness (POST to queryable) p99', value: freshness.p99, unit: 'ms', target: INGEST_TARGETS.freshnessP99Ms },
+  ]
+  return {
+    name: 'ingest',
+    figures,
+    details: {
+      settings: {
+        connections: LOAD.connections,
+        pipelining: LOAD.pipelining,
+        warmup_seconds: LOAD.warmupSeconds,
+        load_seconds: LOAD.seconds,
+        freshness_records: FRESHNESS.records,
+        freshness_in_flight: FRESHNESS.inFlight,
+        freshness_poll_every_ms: FRESHNESS.pollEveryMs,
+      },
+      bare,
+      sluice: {
+        ...sluice.load,
+        stored_before_load: sluice.storedBeforeLoad,
+        end_to_end: { records: sluice.load.accepted_202, seconds: sluice.endToEndSeconds, records_per_second: endToEndRecordsPerSecond },
+      },
+      ratio_to_bare: ratioToBare,
+      freshness_ms: freshness,
+      single_post_ms: { p50: percentile(postMs, 0.5), p99: percentile(postMs, 0.99) },
+    },
+    problems: [...loadProblems('the bare server', bare), ...sluice.problems],
+  }
+}

@@ -1,0 +1,48 @@
+// `make bench`: runs each bench module in turn, then prints each one's figures against their targets and
+// writes bench/results/<name>.json. A missed target is a finding, not a failure: the exit code is non-zero
+// only when a bench could not run or Sluice answered errors.
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
+import { runIngestBench } from './ingest.ts'
+import { type BenchResult, formatFigures, meetsTarget } from './report.ts'
+import { stopAllServerProcesses } from './server-process.ts'
+
+const BENCHES: ReadonlyArray<() => Promise<BenchResult>> = [runIngestBench]
+const RESULTS_DIR = new URL('results/', import.meta.url)
+const MACHINE = { cpus: availableParallelism(), node: process.version, platform: `${process.platform}-${process.arch}` }
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, async () => {
+    await stopAllServerProcesses()
+    process.exit(128 + (signal === 'SIGINT' ? 2 : 15))
+  })
+}
+
+function writeResults(result: BenchResult): string {
+  mkdirSync(RESULTS_DIR, { recursive: true })
+  const file = new URL(`${result.name}.json`, RESULTS_DIR)
+  const figures = result.figures.map((f) => ({ ...f, ...(f.target && { pass: meetsTarget(f.value, f.target) }) }))
+  const json = { name: result.name, measured_at: new Date().toISOString(), machine: MACHINE, figures, details: result.details, problems: result.problems }
+  writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`)
+  return file.pathname
+}
+
+const results: BenchResult[] = []
+let failed = false
+try {
+  for (const bench of BENCHES) results.push(await bench())
+} catch (err) {
+  console.error(err)
+  failed = true
+} finally {
+  await stopAllServerProcesses()
+}
+
+console.log(`\nSluice benchmarks on ${MACHINE.cpus} CPUs, Node ${MACHINE.node} (the load generator shares them)`)
+for (const result of results) {
+  const file = writeResults(result)
+  console.log(`\n${result.name} (${file})\n${formatFigures(result)}`)
+  for (const problem of result.problems) console.log(`PROBLEM: ${problem}`)
+  failed ||= result.problems.length > 0
+}
+process.exitCode = failed ? 1 : 0
