@@ -2,6 +2,7 @@ import { join } from 'node:path'
 import { Command, Option } from 'commander'
 import { type ConfigInput, createLogger, DEFAULT_SCHEMAS_DIR, loadConfig, ROLE_NAMES, type SluiceConfig, startSluice } from '../pipeline/index.ts'
 import { ApiKeyStore, diffSchemas, openStateDb, SCOPES, type SchemaChange, SchemaRegistry, type SchemaVersion, type Scope } from '../storage/index.ts'
+import { registerBatchCommands } from './batch.ts'
 import { runDemo } from './demo.ts'
 
 const program = new Command('sluice')
@@ -168,5 +169,7 @@ program
     })
     console.log(`done: ${sent} sent, ${rejected} rejected`)
   })
+
+registerBatchCommands(program)
 
 await program.parseAsync()

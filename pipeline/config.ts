@@ -5,7 +5,7 @@ import { Value } from '@sinclair/typebox/value'
 import { SluiceError } from './errors.ts'
 
 /** Every role `sluice serve` can run; `all` is the default. */
-export const ROLE_NAMES = ['ingress', 'sink'] as const
+export const ROLE_NAMES = ['ingress', 'sink', 'batch'] as const
 export type RoleName = (typeof ROLE_NAMES)[number]
 
 /** The one configuration object: loaded from a JSON file and the environment, validated once, frozen. */
@@ -56,6 +56,21 @@ export const ConfigSchema = Type.Object(
         ackWaitSeconds: Type.Integer({ default: 10, minimum: 1 }),
         /** /readyz reports not ready while the sink is further behind than this many records. */
         maxReadyLag: Type.Integer({ default: 50000, minimum: 0 }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    batch: Type.Object(
+      {
+        /** Largest upload, bytes (also the limit once decompressed). Default 1 GiB. */
+        maxBytes: Type.Integer({ default: 1073741824, minimum: 1024 }),
+        /** Most records in one job. */
+        maxRecords: Type.Integer({ default: 5000000, minimum: 1 }),
+        /** Records validated and published together; the checkpoint moves after each chunk. */
+        chunkSize: Type.Integer({ default: 2000, minimum: 1 }),
+        /** A worker holds a job this long past its last sign of life; then another worker may take it over. */
+        leaseSeconds: Type.Integer({ default: 30, minimum: 2 }),
+        /** How often an idle worker looks for a queued job. */
+        pollIntervalMs: Type.Integer({ default: 250, minimum: 10 }),
       },
       { default: {}, additionalProperties: false },
     ),

@@ -15,6 +15,10 @@ export interface AcceptOptions {
   idempotencyKey?: string
   /** Apply the automatic schema evolution rules when the record does not fit. */
   updateSchema?: boolean
+  /** false: a historical backfill, the rule stage raises no alerts for it. */
+  evaluateRules?: boolean
+  /** The batch job the record belongs to. */
+  jobId?: string
 }
 
 /** What happened to one record: accepted (durably in JetStream) or rejected with every reason. A value, not an exception. */
@@ -97,6 +101,8 @@ export class RecordIngestor {
         received_at: Date.now(),
         source: opts.source,
         schema_version: validator.version,
+        ...(opts.evaluateRules === false && { evaluate_rules: false }),
+        ...(opts.jobId && { job_id: opts.jobId }),
         record: record as Record<string, unknown>,
       },
       dedupId(object, record, opts.idempotencyKey),

@@ -17,6 +17,7 @@ interface QueryRequests {
   [SUBJECTS.queryRecords]: { request: RecordQuery; response: RecordPage }
   [SUBJECTS.queryStats]: { request: { objects: string[] }; response: ObjectStats[] }
   [SUBJECTS.querySchemaConflicts]: { request: { schema: ObjectSchemaDoc }; response: SchemaConflict[] }
+  [SUBJECTS.queryJobStored]: { request: { object: string; job_id: string }; response: number }
 }
 type QuerySubject = keyof QueryRequests
 type QueryReply<S extends QuerySubject> = { ok: true; result: QueryRequests[S]['response'] } | { ok: false; code: ErrorCode; message: string; pointer?: string }
@@ -29,6 +30,7 @@ export function serveQueries(nc: NatsConnection, store: AnalyticsStore, log: Log
     [SUBJECTS.queryRecords]: (req) => store.queryRecords(req),
     [SUBJECTS.queryStats]: (req) => store.stats(req.objects),
     [SUBJECTS.querySchemaConflicts]: (req) => store.schemaConflicts(req.schema),
+    [SUBJECTS.queryJobStored]: (req) => store.jobStoredCount(req.object, req.job_id),
   }
   return (Object.keys(handlers) as QuerySubject[]).map((subject) =>
     nc.subscribe(subject, {

@@ -2,7 +2,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import type { Subscription } from '@nats-io/transport-node'
-import { AnalyticsStore, ApiKeyStore, openStateDb, SchemaRegistry, type StateDb } from '../storage/index.ts'
+import { AnalyticsStore, ApiKeyStore, BatchJobStore, openStateDb, SchemaRegistry, type StateDb } from '../storage/index.ts'
+import { BatchWorker } from './batch/worker.ts'
 import type { RoleName, SluiceConfig } from './config.ts'
 import { RecordIngestor } from './ingest.ts'
 import { buildIngressApp, type ReadinessReport } from './ingress/app.ts'
@@ -39,6 +40,9 @@ interface RuntimeContext {
   metrics: Metrics
   /** The one path records take in, shared by the roles that accept records (ingress, batch). */
   ingestor: RecordIngestor
+  jobs: BatchJobStore
+  /** Queries to whichever process owns the analytics store. */
+  queries: QueryClient
 }
 
 export interface RunningSluice {
@@ -78,7 +82,8 @@ function ingressRole(ctx: RuntimeContext, onListen: (url: string) => void): Role
         metrics: ctx.metrics,
         ingestor: ctx.ingestor,
         publishSchemaChange: (version) => publishSchemaChange(ctx.js, version),
-        queries: new QueryClient(ctx.nats.nc, ctx.config.http.queryTimeoutMs),
+        queries: ctx.queries,
+        jobs: ctx.jobs,
         readiness: () => readiness(ctx),
       })
       const address = await app.listen({ host: ctx.config.http.host, port: ctx.config.http.port })
@@ -87,6 +92,18 @@ function ingressRole(ctx: RuntimeContext, onListen: (url: string) => void): Role
     // fastify's close stops accepting and waits for in-flight requests to be answered.
     stop: async () => app?.close(),
   }
+}
+
+function batchRole(ctx: RuntimeContext): Role {
+  const worker = new BatchWorker({
+    jobs: ctx.jobs,
+    registry: ctx.registry,
+    ingestor: ctx.ingestor,
+    queries: ctx.queries,
+    log: ctx.log.child({ role: 'batch' }),
+    config: ctx.config.batch,
+  })
+  return { name: 'batch', start: async () => worker.start(), stop: () => worker.stop() }
 }
 
 function sinkRole(ctx: RuntimeContext): Role {
@@ -161,7 +178,20 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
     const js = jetstream(nats.nc)
     publisher = new RecordPublisher(nats, jsm, { timeoutMs: config.http.publishTimeoutMs, retryAfterSeconds: config.http.retryAfterSeconds })
     const ingestor = new RecordIngestor({ registry, publisher, onSchemaChange: (version) => publishSchemaChange(js, version) })
-    const ctx: RuntimeContext = { config, log, nats, js, jsm, db, registry, keys: new ApiKeyStore(db), metrics: createMetrics(), ingestor }
+    const ctx: RuntimeContext = {
+      config,
+      log,
+      nats,
+      js,
+      jsm,
+      db,
+      registry,
+      keys: new ApiKeyStore(db),
+      jobs: new BatchJobStore(db),
+      metrics: createMetrics(),
+      ingestor,
+      queries: new QueryClient(nats.nc, config.http.queryTimeoutMs),
+    }
     const generatedAdminKey = bootstrapAdminKey(ctx)
     // A version made by another process: drop the cached one, so the next record is judged by what is on file.
     schemaWatch = onSchemaChange(nats.nc, log, (version) => void registry.refresh(version.object))
@@ -169,9 +199,10 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
     const factories: Record<RoleName, () => Role> = {
       sink: () => sinkRole(ctx),
       ingress: () => ingressRole(ctx, (url) => (httpUrl = url)),
+      batch: () => batchRole(ctx),
     }
     // Sink first, so queries have an answerer by the time ingress takes requests.
-    for (const name of ['sink', 'ingress'] as const) {
+    for (const name of ['sink', 'batch', 'ingress'] as const) {
       if (!config.roles.includes(name)) continue
       const role = factories[name]()
       await role.start()

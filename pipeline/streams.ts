@@ -25,6 +25,8 @@ export const SUBJECTS = {
   queryStats: 'sluice.query.stats',
   /** Asks the analytics store which stored values a proposed schema could not hold. */
   querySchemaConflicts: 'sluice.query.schema-conflicts',
+  /** How many records of a batch job the analytics store holds. */
+  queryJobStored: 'sluice.query.job-stored',
   /** A new schema version of `object` (JSON of the version). */
   schemaChanged: (object: string) => `sluice.schema.changed.${object}`,
 } as const

@@ -12,6 +12,8 @@ export interface StoredRecord {
   received_at: number
   source: string
   schema_version: number
+  /** The batch job that carried it, if any. */
+  job_id?: string
   data: Record<string, unknown>
 }
 
@@ -33,6 +35,7 @@ export interface RecordView {
   stored_at: string
   source: string
   schema_version: number
+  job_id: string | null
   data: Record<string, unknown>
 }
 
@@ -65,6 +68,7 @@ const META_COLUMNS = [
   '_stored_at TIMESTAMP NOT NULL',
   '_source VARCHAR NOT NULL',
   '_schema_version INTEGER NOT NULL',
+  '_job_id VARCHAR',
 ]
 const META_COUNT = META_COLUMNS.length
 
@@ -152,6 +156,13 @@ export class AnalyticsStore {
     this.#columns.set(schema.object, columns)
   }
 
+  /** How many records of a batch job are stored (every version, so a job's own updates all count). */
+  async jobStoredCount(object: string, jobId: string): Promise<number> {
+    if (!this.#columns.has(object)) return 0
+    const res = await this.#read.runAndReadAll(`SELECT count(*) AS n FROM ${tableName(object)} WHERE _job_id = ?`, [jobId])
+    return Number(res.getRowObjectsJS()[0].n)
+  }
+
   /** Which stored values the proposed schema's types could not hold (empty when there is no table yet). */
   async schemaConflicts(schema: ObjectSchemaDoc): Promise<SchemaConflict[]> {
     const table = tableName(schema.object)
@@ -212,6 +223,8 @@ export class AnalyticsStore {
         appender.appendTimestamp(storedAt)
         appender.appendVarchar(r.source)
         appender.appendInteger(r.schema_version)
+        if (r.job_id === undefined) appender.appendNull()
+        else appender.appendVarchar(r.job_id)
         for (const col of columns) appendField(appender, col.type, r.data[col.name])
         appender.endRow()
       }
@@ -323,6 +336,7 @@ function toView(row: Record<string, unknown>, columns: Column[]): RecordView {
     stored_at: (row._stored_at as Date).toISOString(),
     source: row._source as string,
     schema_version: row._schema_version as number,
+    job_id: (row._job_id as string | null) ?? null,
     data,
   }
 }

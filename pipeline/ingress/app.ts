@@ -2,7 +2,7 @@ import swagger from '@fastify/swagger'
 import { type Static, Type } from '@sinclair/typebox'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify'
 import { type ParseError, parse as parseTolerant, printParseErrorCode } from 'jsonc-parser'
-import type { ApiKeyStore, SchemaRegistry, SchemaVersion } from '../../storage/index.ts'
+import type { ApiKeyStore, BatchJobStore, SchemaRegistry, SchemaVersion } from '../../storage/index.ts'
 import type { SluiceConfig } from '../config.ts'
 import { isSluiceError, SluiceError } from '../errors.ts'
 import type { AcceptOutcome, RecordIngestor } from '../ingest.ts'
@@ -11,6 +11,7 @@ import type { Metrics } from '../metrics.ts'
 import type { QueryClient } from '../query.ts'
 import { SUBJECTS } from '../streams.ts'
 import { installAuth } from './auth.ts'
+import { registerBatchRoutes } from './batch-routes.ts'
 import { installProblemHandlers } from './problem.ts'
 import { ObjectParams, problem } from './route-schemas.ts'
 import { registerSchemaRoutes } from './schema-routes.ts'
@@ -26,6 +27,7 @@ export interface IngressDeps {
   log: Logger
   registry: SchemaRegistry
   keys: ApiKeyStore
+  jobs: BatchJobStore
   ingestor: RecordIngestor
   queries: QueryClient
   /** Announces a schema version this process made, to every process. */
@@ -64,6 +66,7 @@ const RecordViewSchema = Type.Object({
   stored_at: Type.String(),
   source: Type.String(),
   schema_version: Type.Integer(),
+  job_id: Type.Union([Type.String(), Type.Null()], { description: 'the batch job that carried the record' }),
   data: Type.Record(Type.String(), Type.Unknown()),
 })
 const ObjectStatsSchema = Type.Object({
@@ -251,5 +254,6 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
   )
 
   registerSchemaRoutes(app, deps)
+  registerBatchRoutes(app, deps)
   return app
 }

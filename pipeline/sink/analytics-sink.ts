@@ -107,6 +107,7 @@ export class AnalyticsSink {
         received_at: env.received_at,
         source: env.source,
         schema_version: env.schema_version,
+        job_id: env.job_id,
         data: env.record,
       })
     }

@@ -1,0 +1,195 @@
+import { createReadStream } from 'node:fs'
+import { createInterface } from 'node:readline'
+import { type Readable, Transform } from 'node:stream'
+import { createGunzip } from 'node:zlib'
+import { parse as parseCsv } from 'csv-parse'
+import { parser as jsonTokens } from 'stream-json'
+import Assembler from 'stream-json/assembler.js'
+import type { ObjectSchemaDoc, PayloadFormat } from '../../storage/index.ts'
+
+/** One record of a payload, or why its row could not be read as a record. */
+export type PayloadItem = { row: number; record: unknown } | { row: number; unreadable: string }
+
+/** Settings a JSON envelope payload carries beside its records. */
+export interface PayloadSettings {
+  object?: string
+  update_schema?: boolean
+  evaluate_rules?: boolean
+}
+
+/** The payload as a whole cannot be read (broken CSV quoting, truncated JSON, over the size limit): the job fails. */
+export class PayloadError extends Error {}
+
+/** Counts decompressed bytes and stops the stream past the limit, so a gzip bomb cannot fill the disk or memory. */
+function byteLimit(maxBytes: number): Transform {
+  let seen = 0
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length
+      if (seen > maxBytes) return done(new PayloadError(`the payload is larger than the limit of ${maxBytes} bytes once decompressed`))
+      done(null, chunk)
+    },
+  })
+}
+
+function openPayload(path: string, compressed: boolean, maxBytes: number): Readable {
+  const file = createReadStream(path, { highWaterMark: 1 << 20 })
+  const limit = byteLimit(maxBytes)
+  const forward = (err: Error) => limit.destroy(err)
+  if (!compressed) return file.on('error', forward).pipe(limit)
+  const gunzip = createGunzip()
+  gunzip.on('error', (err) => limit.destroy(new PayloadError(`the payload is not valid gzip: ${err.message}`)))
+  return file.on('error', forward).pipe(gunzip).pipe(limit)
+}
+
+async function* readNdjson(input: Readable): AsyncGenerator<PayloadItem> {
+  let row = 0
+  for await (const line of createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY })) {
+    if (line.trim() === '') continue
+    row++
+    try {
+      yield { row, record: JSON.parse(line) }
+    } catch (err) {
+      yield { row, unreadable: `line ${row} is not valid JSON: ${(err as Error).message}` }
+    }
+  }
+}
+
+async function* readCsv(input: Readable): AsyncGenerator<PayloadItem> {
+  // relax_column_count: a row with the wrong number of cells is that row's error, not the whole file's.
+  const rows = input.pipe(parseCsv({ bom: true, relax_column_count: true, skip_empty_lines: true, info: true }))
+  let header: string[] | undefined
+  let row = 0
+  try {
+    for await (const { record: cells, info } of rows as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
+      if (!header) {
+        header = cells.map((c) => c.trim())
+        continue
+      }
+      row++
+      if (cells.length !== header.length) {
+        yield { row, unreadable: `row ${row} (line ${info.lines}) has ${cells.length} cells, the header has ${header.length}` }
+        continue
+      }
+      const record: Record<string, string> = {}
+      for (let i = 0; i < header.length; i++) record[header[i]] = cells[i]
+      yield { row, record }
+    }
+  } catch (err) {
+    throw new PayloadError(`the CSV cannot be read after row ${row}: ${(err as Error).message}`)
+  }
+}
+
+/** A JSON array of records, or `{"object": ..., "records": [...], "update_schema": ..., "evaluate_rules": ...}`. */
+async function* readJson(input: Readable, settings: PayloadSettings): AsyncGenerator<PayloadItem> {
+  const tokens = input.pipe(jsonTokens.asStream())
+  const asm = new Assembler()
+  let depth = 0
+  let topLevel: 'array' | 'object' | undefined
+  let key: string | undefined
+  let inRecords = false
+  let row = 0
+  try {
+    for await (const token of tokens as AsyncIterable<{ name: string; value?: unknown }>) {
+      if (!topLevel) {
+        if (token.name === 'startArray') topLevel = 'array'
+        else if (token.name === 'startObject') topLevel = 'object'
+        else throw new PayloadError('a JSON payload must be an array of records or an object with a records array')
+        depth = 1
+        inRecords = topLevel === 'array'
+        continue
+      }
+      if (asm.depth > 0 || (inRecords && depth === (topLevel === 'array' ? 1 : 2) && token.name !== 'endArray')) {
+        // Inside one record: let the assembler build it.
+        asm.consume(token as never)
+        if (asm.depth === 0 && asm.done) {
+          row++
+          yield { row, record: asm.current }
+        }
+        continue
+      }
+      switch (token.name) {
+        case 'startObject':
+        case 'startArray':
+          if (depth === 1 && key === 'records' && token.name === 'startArray') inRecords = true
+          depth++
+          break
+        case 'endObject':
+        case 'endArray':
+          if (inRecords && depth === 2) inRecords = false
+          depth--
+          break
+        case 'keyValue':
+          if (depth === 1) key = token.value as string
+          break
+        case 'stringValue':
+        case 'trueValue':
+        case 'falseValue':
+        case 'numberValue':
+        case 'nullValue':
+          if (depth === 1 && key) {
+            const value = token.name === 'trueValue' ? true : token.name === 'falseValue' ? false : token.value
+            if (key === 'object' && typeof value === 'string') settings.object = value
+            if (key === 'update_schema' && typeof value === 'boolean') settings.update_schema = value
+            if (key === 'evaluate_rules' && typeof value === 'boolean') settings.evaluate_rules = value
+          }
+          break
+      }
+    }
+  } catch (err) {
+    if (err instanceof PayloadError) throw err
+    throw new PayloadError(`the JSON cannot be read after record ${row}: ${(err as Error).message}`)
+  }
+}
+
+/**
+ * Streams a stored payload record by record, never holding it whole. `settings` receives what a JSON envelope
+ * says about itself (object, flags) as it is read.
+ */
+export function readPayload(
+  path: string,
+  format: PayloadFormat,
+  opts: { compressed: boolean; maxBytes: number; settings?: PayloadSettings },
+): AsyncGenerator<PayloadItem> {
+  const input = openPayload(path, opts.compressed, opts.maxBytes)
+  if (format === 'csv') return readCsv(input)
+  if (format === 'ndjson') return readNdjson(input)
+  return readJson(input, opts.settings ?? {})
+}
+
+const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/
+
+/**
+ * CSV cells are text: give each the type its schema field has, so the record is validated like a JSON one.
+ * An empty cell is null. A cell that does not convert stays text, and validation names it.
+ */
+export function typeCsvRecord(cells: Record<string, string>, schema: ObjectSchemaDoc): Record<string, unknown> {
+  const record: Record<string, unknown> = {}
+  for (const [name, text] of Object.entries(cells)) {
+    if (text === '') {
+      record[name] = null
+      continue
+    }
+    switch (schema.fields[name]?.type) {
+      case 'integer':
+      case 'number':
+        record[name] = NUMBER.test(text.trim()) ? Number(text) : text
+        break
+      case 'boolean': {
+        const lower = text.trim().toLowerCase()
+        record[name] = lower === 'true' ? true : lower === 'false' ? false : text
+        break
+      }
+      case 'json':
+        try {
+          record[name] = JSON.parse(text)
+        } catch {
+          record[name] = text
+        }
+        break
+      default:
+        record[name] = text
+    }
+  }
+  return record
+}

@@ -1,0 +1,198 @@
+import { randomBytes } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { type BatchJob, type BatchJobStore, FINAL_STATES, type RowError, type SchemaRegistry } from '../../storage/index.ts'
+import type { SluiceConfig } from '../config.ts'
+import { isSluiceError } from '../errors.ts'
+import type { RecordIngestor } from '../ingest.ts'
+import type { Logger } from '../logger.ts'
+import type { QueryClient } from '../query.ts'
+import { SUBJECTS } from '../streams.ts'
+import { PayloadError, type PayloadItem, type PayloadSettings, readPayload, typeCsvRecord } from './payload.ts'
+
+export interface BatchWorkerOptions {
+  jobs: BatchJobStore
+  registry: SchemaRegistry
+  ingestor: RecordIngestor
+  queries: QueryClient
+  log: Logger
+  config: SluiceConfig['batch']
+}
+
+/** The job was taken away (lease lost), cancelled, or the worker is stopping: leave it where it is. */
+class JobInterrupted extends Error {}
+
+/**
+ * Runs batch jobs: claims one (a lease in SQLite, so two workers never run the same job), validates the
+ * payload, then validates and publishes its records chunk by chunk through the same RecordIngestor as the
+ * real-time path. Each record's message id is derived from job and row, and the checkpoint moves only after a
+ * chunk is acknowledged, so a worker that dies is replaced (after its lease) by one that resumes at the
+ * checkpoint: JetStream drops the re-sent rows it already holds. A job completes when every accepted record
+ * is queryable.
+ */
+export class BatchWorker {
+  readonly #opts: BatchWorkerOptions
+  readonly #id = `worker_${randomBytes(4).toString('hex')}`
+  #stopping = false
+  #loop?: Promise<void>
+
+  constructor(opts: BatchWorkerOptions) {
+    this.#opts = opts
+  }
+
+  start(): void {
+    this.#loop = this.#run()
+  }
+
+  /** Finishes the chunk in hand and returns; an unfinished job is resumed by the next worker to claim it. */
+  async stop(): Promise<void> {
+    this.#stopping = true
+    await this.#loop
+  }
+
+  async #run(): Promise<void> {
+    const { jobs, config, log } = this.#opts
+    while (!this.#stopping) {
+      const job = jobs.claim(this.#id, config.leaseSeconds * 1000)
+      if (!job) {
+        await sleep(config.pollIntervalMs)
+        continue
+      }
+      try {
+        await this.#runJob(job)
+      } catch (err) {
+        if (err instanceof JobInterrupted) continue
+        if (err instanceof PayloadError) {
+          this.#fail(job.id, err.message)
+          continue
+        }
+        // Infrastructure (NATS, the sink) is away: keep the job, let the lease lapse, try again later.
+        log.warn({ err, job: job.id }, 'batch job paused; it will be resumed')
+        await sleep(Math.min(5000, config.leaseSeconds * 1000))
+      }
+    }
+  }
+
+  #fail(id: string, error: string): void {
+    this.#opts.log.warn({ job: id, error }, 'batch job failed')
+    this.#opts.jobs.transition(id, 'failed', { error })
+  }
+
+  /** Throws JobInterrupted when the job must be left: stopping, cancelled, or taken over. */
+  #checkpoint(id: string): void {
+    const { jobs, config } = this.#opts
+    if (this.#stopping) throw new JobInterrupted()
+    const job = jobs.get(id)
+    if (!job || FINAL_STATES.has(job.state)) throw new JobInterrupted()
+    if (job.cancel_requested) {
+      jobs.transition(id, 'cancelled')
+      throw new JobInterrupted()
+    }
+    if (!jobs.renewLease(id, this.#id, config.leaseSeconds * 1000)) throw new JobInterrupted()
+  }
+
+  async #runJob(claimed: BatchJob): Promise<void> {
+    const { jobs, log } = this.#opts
+    let job = claimed
+    log.info({ job: job.id, state: job.state, checkpoint: job.checkpoint_row }, 'batch job claimed')
+    if (job.state === 'queued') job = jobs.transition(job.id, 'validating')
+    if (job.state === 'validating') job = await this.#validate(job)
+    jobs.rewindToCheckpoint(job.id)
+    await this.#process(job)
+  }
+
+  /** A first pass: can the payload be read, how many records, for which object. */
+  async #validate(job: BatchJob): Promise<BatchJob> {
+    const { jobs, registry, config } = this.#opts
+    const settings: PayloadSettings = {}
+    let total = 0
+    for await (const _item of readPayload(job.payload_path, job.format, { compressed: job.compressed, maxBytes: config.maxBytes, settings })) {
+      total++
+      if (total > config.maxRecords) throw new PayloadError(`the payload holds more than ${config.maxRecords} records, the limit per job`)
+      if (total % 50_000 === 0) this.#checkpoint(job.id)
+    }
+    this.#checkpoint(job.id)
+    const object = job.object ?? settings.object
+    if (!object) throw new PayloadError('the payload does not say which object its records are: give ?object= or an "object" field')
+    if (settings.object && job.object && settings.object !== job.object)
+      throw new PayloadError(`the payload says object ${settings.object}, the request ${job.object}`)
+    if (!registry.current(object)) throw new PayloadError(`there is no object type ${object}`)
+    return jobs.transition(job.id, 'processing', {
+      object,
+      total,
+      update_schema: settings.update_schema ?? job.update_schema,
+      evaluate_rules: settings.evaluate_rules ?? job.evaluate_rules,
+    })
+  }
+
+  async #process(job: BatchJob): Promise<void> {
+    const { config } = this.#opts
+    const object = job.object as string
+    let chunk: PayloadItem[] = []
+    for await (const item of readPayload(job.payload_path, job.format, { compressed: job.compressed, maxBytes: config.maxBytes })) {
+      if (item.row <= job.checkpoint_row) continue
+      chunk.push(item)
+      if (chunk.length >= config.chunkSize) {
+        await this.#publishChunk(job, object, chunk)
+        chunk = []
+        this.#checkpoint(job.id)
+      }
+    }
+    if (chunk.length > 0) await this.#publishChunk(job, object, chunk)
+    await this.#awaitStored(job.id, object)
+  }
+
+  async #publishChunk(job: BatchJob, object: string, chunk: PayloadItem[]): Promise<void> {
+    const { ingestor, registry, jobs } = this.#opts
+    const schema = registry.current(object)?.schema
+    const idField = schema?.id_field
+    const errors: RowError[] = []
+    let accepted = 0
+    const outcomes = await Promise.all(
+      chunk.map(async (item) => {
+        if ('unreadable' in item) return { item, errors: [{ pointer: '', message: item.unreadable }] }
+        const record = job.format === 'csv' && schema ? typeCsvRecord(item.record as Record<string, string>, schema) : item.record
+        const outcome = await ingestor.accept(object, record, {
+          source: job.source,
+          actor: job.created_by,
+          idempotencyKey: `${job.id}:${item.row}`,
+          updateSchema: job.update_schema,
+          evaluateRules: job.evaluate_rules,
+          jobId: job.id,
+        })
+        return { item, record, errors: outcome.status === 'rejected' ? outcome.errors : undefined }
+      }),
+    )
+    for (const { item, record, errors: rowErrors } of outcomes) {
+      if (!rowErrors) {
+        accepted++
+        continue
+      }
+      const key = idField && record && typeof record === 'object' ? (record as Record<string, unknown>)[idField] : undefined
+      for (const e of rowErrors)
+        errors.push({ row: item.row, record_key: key === undefined || key === null ? null : String(key), pointer: e.pointer, message: e.message })
+    }
+    jobs.recordChunk(job.id, { accepted, rejected: chunk.length - accepted, errors, checkpoint_row: chunk[chunk.length - 1].row })
+  }
+
+  /** Waits until the analytics store holds every accepted record, then closes the job. */
+  async #awaitStored(id: string, object: string): Promise<void> {
+    const { jobs, queries, config } = this.#opts
+    for (;;) {
+      this.#checkpoint(id)
+      const job = jobs.get(id) as BatchJob
+      let stored = job.stored
+      try {
+        stored = await queries.request(SUBJECTS.queryJobStored, { object, job_id: id })
+        jobs.setProgress(id, { stored })
+      } catch (err) {
+        if (!isSluiceError(err)) throw err
+      }
+      if (stored >= job.accepted) {
+        jobs.transition(id, job.rejected > 0 ? 'completed_with_errors' : 'completed')
+        this.#opts.log.info({ job: id, accepted: job.accepted, rejected: job.rejected }, 'batch job finished')
+        return
+      }
+      await sleep(Math.min(500, config.pollIntervalMs * 2))
+    }
+  }
+}

@@ -1,0 +1,264 @@
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { gzipSync } from 'node:zlib'
+import t from 'tap'
+import { writeCsv, writeNdjson } from '../fixtures/generate.ts'
+import { generateBatch } from '../fixtures/generator.ts'
+import { runCli, startServe } from './helpers/cli.ts'
+import { eventually, startTestNats, startTestSluice, type TestSluice, tempDir } from './helpers/sluice.ts'
+
+interface JobStatus {
+  job_id: string
+  state: string
+  object: string | null
+  counts: { total: number | null; processed: number; accepted: number; rejected: number; stored: number }
+  progress: { percent: number }
+  first_errors: { row: number; record_key: string | null; pointer: string; message: string }[]
+  errors_url: string
+  error: string | null
+}
+
+const FINAL = ['completed', 'completed_with_errors', 'failed', 'cancelled']
+
+async function upload(s: TestSluice, body: string | Uint8Array<ArrayBuffer>, contentType: string, query = '', headers: Record<string, string> = {}) {
+  return fetch(`${s.url}/batch${query}`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer sk_test_admin_key_0123456789abcdef', 'content-type': contentType, ...headers },
+    body,
+  })
+}
+
+async function finished(s: TestSluice, jobId: string, timeoutMs = 20_000): Promise<JobStatus> {
+  return eventually(
+    async () => {
+      const status = (await (await s.request('GET', `/batch-status/${jobId}`)).json()) as JobStatus
+      return FINAL.includes(status.state) ? status : undefined
+    },
+    timeoutMs,
+    50,
+  )
+}
+
+async function jobIdOf(res: Response): Promise<string> {
+  const body = (await res.json()) as { job_id: string; status_url: string }
+  return body.job_id
+}
+
+const transactions = generateBatch(4000, { seed: 3, accounts: 40 })
+  .filter((r) => r.object === 'transaction')
+  .map((r) => r.record)
+
+t.test('batch uploads: formats, counts, error reports', async (t) => {
+  const s = await startTestSluice(t)
+
+  t.test('NDJSON with known bad rows: exact counts and a full error report', async (t) => {
+    const rows = transactions.slice(0, 50).map((r) => ({ ...r }))
+    rows[4].amount = 'lots' // row 5
+    delete rows[9].currency // row 10
+    rows[19].surprise = 1 // row 20
+    const lines = rows.map((r) => JSON.stringify(r))
+    lines.splice(30, 0, '{"broken json') // row 31, every later row shifts by one
+    const res = await upload(s, lines.join('\n'), 'application/x-ndjson', '?object=transaction')
+    t.equal(res.status, 202)
+    const status = await finished(s, await jobIdOf(res))
+    t.equal(status.state, 'completed_with_errors')
+    t.match(status.counts, { total: 51, processed: 51, accepted: 47, rejected: 4, stored: 47 })
+    t.same(
+      status.first_errors.map((e) => [e.row, e.pointer]),
+      [
+        [5, '/amount'],
+        [10, '/currency'],
+        [20, '/surprise'],
+        [31, ''],
+      ],
+    )
+    t.equal(status.first_errors[0].record_key, rows[4].transaction_id, 'the record is named by its own id')
+    const report = await (await s.request('GET', status.errors_url)).text()
+    t.equal(report.trim().split('\n').length, 4, 'NDJSON report: one line per error')
+    const csv = await (await s.request('GET', status.errors_url, undefined, { accept: 'text/csv' })).text()
+    t.match(csv, /^row,record_key,pointer,message\r?\n5,/, 'CSV report on Accept: text/csv')
+    const stored = (await (await s.request('GET', `/records/transaction?limit=1000&view=history&transaction_id=${rows[0].transaction_id}`)).json()) as {
+      records: { source: string; job_id: string }[]
+    }
+    t.match(stored.records, [{ source: 'api', job_id: status.job_id }], 'stored records carry their job')
+  })
+
+  t.test('CSV edge cases: quoted commas, quotes, newlines, BOM, CRLF, empty cells as null', async (t) => {
+    const header = 'transaction_id,account_id,amount,currency,direction,type,status,created_at,channel,country,merchant_name,description,metadata'
+    const csv = [
+      `\uFEFF${header}`,
+      'csv-1,acc-1,10.5,EUR,debit,card_payment,completed,2026-01-01T10:00:00Z,pos,DE,"Bäckerei, Müller","said ""hi""",',
+      'csv-2,acc-1,20,EUR,debit,card_payment,completed,2026-01-01T11:00:00Z,web,DE,,"line one\r\nline two","{""k"":1}"',
+      'csv-3,acc-2,abc,EUR,debit,card_payment,completed,2026-01-01T12:00:00Z,web,DE,,,',
+      'csv-4,acc-2,5,EUR,debit,card_payment,completed,2026-01-01T12:00:00Z,web',
+    ].join('\r\n')
+    const res = await upload(s, csv, 'text/csv; charset=utf-8', '?object=transaction')
+    const status = await finished(s, await jobIdOf(res))
+    t.match(status.counts, { total: 4, accepted: 2, rejected: 2 })
+    t.same(
+      status.first_errors.map((e) => [e.row, e.pointer]),
+      [
+        [3, '/amount'],
+        [4, ''],
+      ],
+    )
+    const get = async (id: string) =>
+      ((await (await s.request('GET', `/records/transaction?transaction_id=${id}`)).json()) as { records: { data: Record<string, unknown> }[] }).records[0].data
+    t.match(await get('csv-1'), { merchant_name: 'Bäckerei, Müller', description: 'said "hi"', amount: 10.5, metadata: null, transaction_id: 'csv-1' })
+    t.match(await get('csv-2'), { merchant_name: null, description: 'line one\r\nline two', amount: 20, metadata: { k: 1 } })
+  })
+
+  t.test('JSON bodies, gzip, and the object named in the payload', async (t) => {
+    const envelope = { object: 'transaction', records: transactions.slice(100, 120), evaluate_rules: false }
+    const gz = new Uint8Array(gzipSync(JSON.stringify(envelope)))
+    const res = await upload(s, gz, 'application/json', '', { 'content-encoding': 'gzip' })
+    t.equal(res.status, 202)
+    const status = await finished(s, await jobIdOf(res))
+    t.match(status, { state: 'completed', object: 'transaction', counts: { accepted: 20, stored: 20 } })
+    const array = await upload(s, JSON.stringify(transactions.slice(120, 125)), 'application/json', '?object=transaction')
+    t.match(await finished(s, await jobIdOf(array)), { state: 'completed', counts: { accepted: 5 } }, 'a JSON array with ?object=')
+    const nameless = await upload(s, JSON.stringify(transactions.slice(125, 126)), 'application/json')
+    t.match(await finished(s, await jobIdOf(nameless)), { state: 'failed', error: /which object/ }, 'no object anywhere: the job fails and says why')
+    const badGzip = await upload(s, 'not gzip at all', 'application/x-ndjson', '?object=transaction', { 'content-encoding': 'gzip' })
+    t.match(await finished(s, await jobIdOf(badGzip)), { state: 'failed', error: /gzip/ })
+  })
+
+  t.test('idempotent resubmission, and bad requests', async (t) => {
+    const body = transactions
+      .slice(200, 210)
+      .map((r) => JSON.stringify(r))
+      .join('\n')
+    const key = { 'idempotency-key': 'nightly-2026-11-23' }
+    const first = await jobIdOf(await upload(s, body, 'application/x-ndjson', '?object=transaction', key))
+    const again = await upload(s, body, 'application/x-ndjson', '?object=transaction', key)
+    t.equal(again.status, 202)
+    t.match(await again.json(), { job_id: first, existing: true }, 'same key, same payload: the same job')
+    const other = await upload(s, `${body}\n`, 'application/x-ndjson', '?object=transaction', key)
+    t.equal(other.status, 409)
+    t.match(await other.json(), { code: 'SLUICE_IDEMPOTENCY_CONFLICT' })
+    t.equal((await upload(s, body, 'application/x-ndjson')).status, 400, 'NDJSON without ?object=')
+    t.equal((await upload(s, body, 'application/x-ndjson', '?object=nope')).status, 404)
+    t.equal((await upload(s, body, 'application/xml', '?object=transaction')).status, 415)
+    t.equal((await s.request('GET', '/batch-status/job_doesnotexist')).status, 404)
+    const list = (await (await s.request('GET', '/batch-status?state=completed&object=transaction')).json()) as { jobs: JobStatus[] }
+    t.ok(list.jobs.length >= 2 && list.jobs.every((j) => j.state === 'completed'), 'list filtered by state')
+    t.match(await (await s.request('GET', `/batch-status?job_id=${first}`)).json(), { job_id: first })
+  })
+})
+
+t.test('413 past the upload limit, and cancel', async (t) => {
+  const s = await startTestSluice(t, { config: { batch: { maxBytes: 4096, chunkSize: 100, pollIntervalMs: 20 } } })
+  const big = transactions
+    .slice(0, 100)
+    .map((r) => JSON.stringify(r))
+    .join('\n')
+  const res = await upload(s, big, 'application/x-ndjson', '?object=transaction')
+  t.equal(res.status, 413)
+  t.match(await res.json(), { code: 'SLUICE_PAYLOAD_TOO_LARGE', detail: /4096 bytes/ })
+  t.same(((await (await s.request('GET', '/batch-status')).json()) as { jobs: unknown[] }).jobs, [], 'no job was made')
+})
+
+t.test('a cancelled job stops and says so', async (t) => {
+  const nats = await startTestNats(t)
+  // No batch role: the job stays queued until cancelled.
+  const s = await startTestSluice(t, { natsUrl: nats.url, config: { roles: ['ingress', 'sink'] } })
+  const id = await jobIdOf(await upload(s, JSON.stringify(transactions.slice(0, 5)), 'application/json', '?object=transaction'))
+  const cancel = await s.request('DELETE', `/batch-status/${id}`)
+  t.equal(cancel.status, 202)
+  t.match(await cancel.json(), { state: 'cancelled' })
+  t.equal((await s.request('DELETE', `/batch-status/${id}`)).status, 409, 'a finished job cannot be cancelled again')
+})
+
+t.test('a backfill of a new field shows in the current view and keeps history', async (t) => {
+  const s = await startTestSluice(t)
+  const originals = transactions.slice(300, 310)
+  const first = await finished(
+    s,
+    await jobIdOf(await upload(s, originals.map((r) => JSON.stringify(r)).join('\n'), 'application/x-ndjson', '?object=transaction')),
+  )
+  t.equal(first.state, 'completed')
+  // The same transactions again, same time, with a field the schema does not have yet: a backfill.
+  const backfill = originals.map((r) => ({ ...r, risk_segment: 'low' }))
+  const second = await finished(
+    s,
+    await jobIdOf(
+      await upload(s, backfill.map((r) => JSON.stringify(r)).join('\n'), 'application/x-ndjson', '?object=transaction&update_schema=true&evaluate_rules=false'),
+    ),
+  )
+  t.match(second, { state: 'completed', counts: { accepted: 10, stored: 10 } })
+  const id = originals[0].transaction_id
+  const current = (await (await s.request('GET', `/records/transaction?transaction_id=${id}`)).json()) as { records: { data: Record<string, unknown> }[] }
+  t.same(
+    current.records.map((r) => r.data.risk_segment),
+    ['low'],
+    'the current view shows the backfilled value, once',
+  )
+  const history = (await (await s.request('GET', `/records/transaction?view=history&transaction_id=${id}`)).json()) as {
+    records: { data: Record<string, unknown> }[]
+  }
+  t.same(history.records.map((r) => r.data.risk_segment).sort(), ['low', null], 'history keeps the version before the backfill')
+})
+
+t.test('a job whose worker is killed mid-way completes after a restart, every record exactly once', async (t) => {
+  const nats = await startTestNats(t)
+  const dir = tempDir(t)
+  const file = join(dir, 'transactions.csv')
+  const count = await writeCsv(file, 'transaction', 200_000, { seed: 5, accounts: 2000 })
+  const configFile = join(dir, 'sluice.json')
+  writeFileSync(configFile, JSON.stringify({ batch: { leaseSeconds: 2 }, sink: { ackWaitSeconds: 2 } }))
+  const env = { SLUICE_DATA_DIR: join(dir, 'data'), NATS_URL: nats.url, SLUICE_CONFIG: configFile, SLUICE_ADMIN_KEY: 'sk_batch_crash_admin_key_00000000' }
+  const first = await startServe(t, env)
+  const headers = { authorization: `Bearer ${env.SLUICE_ADMIN_KEY}` }
+  const res = await fetch(`${first.url}/batch?object=transaction`, {
+    method: 'POST',
+    headers: { ...headers, 'content-type': 'text/csv' },
+    body: new Uint8Array(readFileSync(file)),
+  })
+  t.equal(res.status, 202)
+  const { job_id } = (await res.json()) as { job_id: string }
+  const statusOf = async (url: string) => (await (await fetch(`${url}/batch-status/${job_id}`, { headers })).json()) as JobStatus
+  await eventually(async () => ((await statusOf(first.url)).counts.processed > 20_000 ? true : undefined), 60_000, 50)
+  await first.stop('SIGKILL')
+  t.pass('killed in the middle of the job')
+
+  const second = await startServe(t, env)
+  const done = await eventually(
+    async () => {
+      const status = await statusOf(second.url)
+      return FINAL.includes(status.state) ? status : undefined
+    },
+    120_000,
+    200,
+  )
+  t.match(done, { state: 'completed', counts: { total: count, accepted: count, rejected: 0, stored: count } })
+  const stats = (await (await fetch(`${second.url}/stats`, { headers })).json()) as { objects: { object: string; total: number }[] }
+  t.equal(stats.objects.find((o) => o.object === 'transaction')?.total, count, 'analytics hold every record exactly once')
+})
+
+t.test('sluice upload follows the job to the end; sluice jobs lists, shows and reports', async (t) => {
+  const s = await startTestSluice(t)
+  const dir = tempDir(t)
+  const good = join(dir, 'good.ndjson.gz')
+  const rows = transactions.slice(400, 430)
+  writeFileSync(good, gzipSync(rows.map((r) => JSON.stringify(r)).join('\n')))
+  const env = { SLUICE_URL: s.url, SLUICE_API_KEY: 'sk_test_admin_key_0123456789abcdef' }
+  const ok = await runCli(['upload', good, '--object', 'transaction', '--json'], env)
+  const status = JSON.parse(ok.stdout) as JobStatus
+  t.match(status, { state: 'completed', counts: { total: 30, accepted: 30, stored: 30 } }, 'exit 0 and the final status')
+
+  const bad = join(dir, 'bad.csv')
+  writeFileSync(bad, 'transaction_id,amount\nx-1,12\n')
+  const failed = await runCli(['upload', bad, '--object', 'transaction'], env).catch((err: { code: number; stdout: string }) => err)
+  t.equal((failed as { code: number }).code, 1, 'rejections: non-zero exit')
+  t.match(
+    (failed as { stdout: string }).stdout,
+    /completed_with_errors[\s\S]*1 rejected[\s\S]*row 1 \(x-1\)[\s\S]*sluice jobs errors job_/,
+    'a summary that says where the report is',
+  )
+
+  const listed = (await runCli(['jobs', 'list'], env)).stdout
+  t.match(listed, new RegExp(`${status.job_id}\\s+completed`))
+  t.match((await runCli(['jobs', 'show', status.job_id], env)).stdout, /30 accepted, 0 rejected, 30 queryable/)
+  const badId = /job (job_\S+):/.exec((failed as { stdout: string }).stdout)?.[1] as string
+  t.match((await runCli(['jobs', 'errors', badId, '--csv'], env)).stdout, /^row,record_key,pointer,message\n1,x-1,/)
+})
