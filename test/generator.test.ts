@@ -1,11 +1,8 @@
 import { readFileSync } from 'node:fs'
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import t from 'tap'
-import { runDemo } from '../cmd/demo.ts'
 import { writeCsv, writeNdjson } from '../fixtures/generate.ts'
 import { FRAUD_SCENARIOS, type GeneratedRecord, generate, generateBatch, type ObjectName } from '../fixtures/generator.ts'
 import { tempDir } from './helpers/sluice.ts'
@@ -206,67 +203,4 @@ t.test('writeNdjson and writeCsv write the requested records of one object', asy
   t.equal(rows.length, 52, 'header, 50 rows, final line end')
   t.match(rows[1], /,"{""segment"":""(retail|business)"",""onboarding"":""\w+""}"$/, 'json as quoted JSON text')
   t.equal(await writeCsv(join(dir, 'few.csv'), 'account', 50, { accounts: 10 }), 10, 'no more accounts than asked for')
-})
-
-t.test('demo posts generated records with the API key, paced, and logs each kind of rejection once', async (t) => {
-  const received: { path?: string; auth?: string; type?: string; body: Record<string, unknown> }[] = []
-  const server = createServer((req, res) => {
-    let body = ''
-    req.on('data', (chunk) => (body += chunk))
-    req.on('end', () => {
-      received.push({ path: req.url, auth: req.headers.authorization, type: req.headers['content-type'], body: JSON.parse(body) })
-      if (req.url === '/activity') {
-        res.writeHead(400, { 'content-type': 'application/problem+json' }).end(JSON.stringify({ code: 'SLUICE_SCHEMA_MISMATCH', status: 400 }))
-      } else {
-        res.writeHead(202).end('{"accepted":true}')
-      }
-    })
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => {
-    server.closeAllConnections()
-    server.close()
-  })
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-
-  const lines: string[] = []
-  const startedAt = Date.now()
-  const result = await runDemo({ url, apiKey: 'sk_demo', rate: 200, count: 300, seed: 8, log: (line) => lines.push(line) })
-  const elapsed = Date.now() - startedAt
-
-  const expected = generateBatch(300, { seed: 8, days: Number.POSITIVE_INFINITY })
-  const activities = expected.filter((r) => r.object === 'activity').length
-  t.same(result, { sent: 300, rejected: activities })
-  t.same(
-    received.map((r) => `${r.path} ${JSON.stringify(r.body)}`).sort(),
-    expected.map((r) => `/${r.object} ${JSON.stringify(r.record)}`).sort(),
-    'every record posted to its object',
-  )
-  t.ok(
-    received.every((r) => r.auth === 'Bearer sk_demo' && r.type === 'application/json'),
-    'with the key and JSON type',
-  )
-  t.ok(elapsed >= 1400, `300 records at 200/s take about 1.5 s (${elapsed} ms)`)
-  t.equal(lines.filter((line) => line.includes('SLUICE_SCHEMA_MISMATCH')).length, 1, 'the rejection is logged once')
-  t.match(lines.find((line) => line.startsWith('sent ')) ?? '', /^sent \d+ \(transaction \d+, activity \d+, account \d+\), \d+\/s, \d+ rejected$/)
-})
-
-t.test('demo stops when its signal aborts', async (t) => {
-  const server = createServer((_req, res) => res.writeHead(202).end())
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => {
-    server.closeAllConnections()
-    server.close()
-  })
-  const abort = new AbortController()
-  setTimeout(() => abort.abort(), 300)
-  const result = await runDemo({
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
-    apiKey: 'k',
-    rate: 100,
-    signal: abort.signal,
-    log: () => {},
-  })
-  t.ok(result.sent > 10 && result.sent < 60, `stopped after ${result.sent} records`)
-  t.equal(result.rejected, 0)
 })
