@@ -17,9 +17,11 @@ bench: setup
 
 setup: system-deps node_modules/.installed
 
-# npm ci when the lock file changed since the last install; better-sqlite3 builds from source here (about a minute).
+# Installs when package.json or the lock changed; better-sqlite3 builds from source here (about a minute).
+# `npm install` rather than `npm ci`: it takes the locked versions too, and does not refuse a lock that lists
+# only this platform's optional binaries (biome's, esbuild's).
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-fund --no-audit
+	npm install --no-fund --no-audit
 	touch $@
 
 $(APT_UPDATED):
