@@ -194,7 +194,8 @@ export class AnalyticsStore {
   }
 
   /**
-   * Appends records whose sequence is not stored yet, so a redelivered batch adds nothing twice.
+   * Appends records whose sequence is not stored yet (nor earlier in the same batch), so a redelivered record
+   * adds nothing twice.
    * Returns how many rows were written. The table must exist (ensureTable).
    */
   async append(object: string, records: StoredRecord[]): Promise<number> {
@@ -209,8 +210,9 @@ export class AnalyticsStore {
       if (r.seq > max) max = r.seq
     }
     const seen = await this.#write.runAndReadAll(`SELECT _seq FROM ${table} WHERE _seq BETWEEN ? AND ?`, [min, max])
+    // A record redelivered while its first delivery is still in this batch appears twice: keep one.
     const stored = new Set((seen.getColumnsJS()[0] ?? []).map(Number))
-    const fresh = records.filter((r) => !stored.has(r.seq))
+    const fresh = records.filter((r) => !stored.has(r.seq) && stored.add(r.seq))
     if (fresh.length === 0) return 0
     const storedAt = tsValue(Date.now())
     // An appender opened before an ALTER TABLE fails on its next row, so each batch opens its own.

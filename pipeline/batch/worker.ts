@@ -33,6 +33,8 @@ export class BatchWorker {
   readonly #opts: BatchWorkerOptions
   readonly #id = `worker_${randomBytes(4).toString('hex')}`
   #stopping = false
+  /** Set when another worker took the job over (this one was presumed dead): it must stop at once. */
+  #leaseLost = false
   #loop?: Promise<void>
 
   constructor(opts: BatchWorkerOptions) {
@@ -87,17 +89,27 @@ export class BatchWorker {
       jobs.transition(id, 'cancelled')
       throw new JobInterrupted()
     }
-    if (!jobs.renewLease(id, this.#id, config.leaseSeconds * 1000)) throw new JobInterrupted()
+    if (this.#leaseLost || !jobs.renewLease(id, this.#id, config.leaseSeconds * 1000)) throw new JobInterrupted()
   }
 
   async #runJob(claimed: BatchJob): Promise<void> {
-    const { jobs, log } = this.#opts
+    const { jobs, log, config } = this.#opts
     let job = claimed
     log.info({ job: job.id, state: job.state, checkpoint: job.checkpoint_row }, 'batch job claimed')
-    if (job.state === 'queued') job = jobs.transition(job.id, 'validating')
-    if (job.state === 'validating') job = await this.#validate(job)
-    jobs.rewindToCheckpoint(job.id)
-    await this.#process(job)
+    // The lease is renewed on a clock, not per chunk: a slow chunk must not let a second worker in.
+    const leaseMs = config.leaseSeconds * 1000
+    const renewal = setInterval(() => {
+      if (!jobs.renewLease(job.id, this.#id, leaseMs)) this.#leaseLost = true
+    }, leaseMs / 3)
+    this.#leaseLost = false
+    try {
+      if (job.state === 'queued') job = jobs.transition(job.id, 'validating')
+      if (job.state === 'validating') job = await this.#validate(job)
+      jobs.rewindToCheckpoint(job.id)
+      await this.#process(job)
+    } finally {
+      clearInterval(renewal)
+    }
   }
 
   /** A first pass: can the payload be read, how many records, for which object. */
