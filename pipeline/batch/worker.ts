@@ -140,6 +140,7 @@ export class BatchWorker {
     const { config } = this.#opts
     const object = job.object as string
     let chunk: PayloadItem[] = []
+    let storedAskedAt = Date.now()
     for await (const item of readPayload(job.payload_path, job.format, { compressed: job.compressed, maxBytes: config.maxBytes })) {
       if (item.row <= job.checkpoint_row) continue
       chunk.push(item)
@@ -147,6 +148,11 @@ export class BatchWorker {
         await this.#publishChunk(job, object, chunk)
         chunk = []
         this.#checkpoint(job.id)
+        // The sink stores while records are still going out: show that progress too, every few seconds.
+        if (Date.now() - storedAskedAt > 2000) {
+          storedAskedAt = Date.now()
+          await this.#refreshStored(job.id, object)
+        }
       }
     }
     if (chunk.length > 0) await this.#publishChunk(job, object, chunk)
@@ -186,19 +192,26 @@ export class BatchWorker {
     jobs.recordChunk(job.id, { accepted, rejected: chunk.length - accepted, errors, checkpoint_row: chunk[chunk.length - 1].row })
   }
 
+  /** Asks the analytics store how many of the job's records it holds and notes it; the last count if it does not answer. */
+  async #refreshStored(id: string, object: string): Promise<number> {
+    const { jobs, queries } = this.#opts
+    try {
+      const stored = await queries.request(SUBJECTS.queryJobStored, { object, job_id: id })
+      jobs.setProgress(id, { stored })
+      return stored
+    } catch (err) {
+      if (!isSluiceError(err)) throw err
+      return (jobs.get(id) as BatchJob).stored
+    }
+  }
+
   /** Waits until the analytics store holds every accepted record, then closes the job. */
   async #awaitStored(id: string, object: string): Promise<void> {
-    const { jobs, queries, config } = this.#opts
+    const { jobs, config } = this.#opts
     for (;;) {
       this.#checkpoint(id)
+      const stored = await this.#refreshStored(id, object)
       const job = jobs.get(id) as BatchJob
-      let stored = job.stored
-      try {
-        stored = await queries.request(SUBJECTS.queryJobStored, { object, job_id: id })
-        jobs.setProgress(id, { stored })
-      } catch (err) {
-        if (!isSluiceError(err)) throw err
-      }
       if (stored >= job.accepted) {
         jobs.transition(id, job.rejected > 0 ? 'completed_with_errors' : 'completed')
         this.#opts.log.info({ job: id, accepted: job.accepted, rejected: job.rejected }, 'batch job finished')
