@@ -1,6 +1,6 @@
-/** A goal a figure is held to: `value >= 8000`, `value < 1000`. */
+/** A goal a figure is held to: `value >= 8000`, `value < 1000`, `value <= 15`. */
 export interface Target {
-  op: '>=' | '<'
+  op: '>=' | '<' | '<='
   value: number
 }
 
@@ -28,7 +28,8 @@ export interface BenchResult {
 
 export function meetsTarget(value: number | null, target: Target): boolean {
   if (value === null) return false
-  return target.op === '>=' ? value >= target.value : value < target.value
+  if (target.op === '>=') return value >= target.value
+  return target.op === '<' ? value < target.value : value <= target.value
 }
 
 function formatNumber(value: number, decimals = 0): string {

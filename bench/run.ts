@@ -1,13 +1,17 @@
 // `make bench`: runs each bench module in turn, then prints each one's figures against their targets and
 // writes bench/results/<name>.json. A missed target is a finding, not a failure: the exit code is non-zero
-// only when a bench could not run or Sluice answered errors.
+// only when a bench could not run or Sluice answered errors. `bench/run.ts batch` runs only the benches named.
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
+import { runBatchBench } from './batch.ts'
 import { runIngestBench } from './ingest.ts'
 import { type BenchResult, formatFigures, meetsTarget } from './report.ts'
 import { stopAllServerProcesses } from './server-process.ts'
 
-const BENCHES: ReadonlyArray<() => Promise<BenchResult>> = [runIngestBench]
+const BENCHES: ReadonlyArray<{ name: string; run: () => Promise<BenchResult> }> = [
+  { name: 'ingest', run: runIngestBench },
+  { name: 'batch', run: runBatchBench },
+]
 const RESULTS_DIR = new URL('results/', import.meta.url)
 const MACHINE = { cpus: availableParallelism(), node: process.version, platform: `${process.platform}-${process.arch}` }
 
@@ -27,10 +31,18 @@ function writeResults(result: BenchResult): string {
   return file.pathname
 }
 
+const wanted = process.argv.slice(2)
+const unknown = wanted.filter((name) => !BENCHES.some((bench) => bench.name === name))
+if (unknown.length > 0) {
+  console.error(`no bench named ${unknown.join(', ')}; there are: ${BENCHES.map((bench) => bench.name).join(', ')}`)
+  process.exit(2)
+}
+const selected = wanted.length === 0 ? BENCHES : BENCHES.filter((bench) => wanted.includes(bench.name))
+
 const results: BenchResult[] = []
 let failed = false
 try {
-  for (const bench of BENCHES) results.push(await bench())
+  for (const bench of selected) results.push(await bench.run())
 } catch (err) {
   console.error(err)
   failed = true

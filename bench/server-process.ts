@@ -14,6 +14,8 @@ const DEFAULT_START_TIMEOUT_MS = 30_000
 
 /** A server the bench started in a child process. */
 export interface ServerProcess {
+  /** The child's process id (also its process group's). */
+  readonly pid: number
   /** The tail of what it wrote to stdout and stderr. */
   output(): string
   /** SIGTERM, wait for exit (SIGKILL of its process group after a grace period); the exit code. */
@@ -99,7 +101,7 @@ export async function startServerProcess(opts: {
     if (answered) break
     await sleep(100)
   }
-  return { output: () => output, stop }
+  return { pid: child.pid as number, output: () => output, stop }
 }
 
 /** Stops every server still running (after an error or on a signal). */
