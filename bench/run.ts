@@ -6,11 +6,13 @@ import { availableParallelism } from 'node:os'
 import { runBatchBench } from './batch.ts'
 import { runIngestBench } from './ingest.ts'
 import { type BenchResult, formatFigures, meetsTarget } from './report.ts'
+import { runRulesBench } from './rules.ts'
 import { stopAllServerProcesses } from './server-process.ts'
 
 const BENCHES: ReadonlyArray<{ name: string; run: () => Promise<BenchResult> }> = [
   { name: 'ingest', run: runIngestBench },
   { name: 'batch', run: runBatchBench },
+  { name: 'rules', run: runRulesBench },
 ]
 const RESULTS_DIR = new URL('results/', import.meta.url)
 const MACHINE = { cpus: availableParallelism(), node: process.version, platform: `${process.platform}-${process.arch}` }

@@ -4,6 +4,8 @@ import { type ConfigInput, createLogger, DEFAULT_SCHEMAS_DIR, loadConfig, ROLE_N
 import { ApiKeyStore, diffSchemas, openStateDb, SCOPES, type SchemaChange, SchemaRegistry, type SchemaVersion, type Scope } from '../storage/index.ts'
 import { registerBatchCommands } from './batch.ts'
 import { runDemo } from './demo.ts'
+import { registerFilesCommands } from './files.ts'
+import { registerRuleCommands } from './rules.ts'
 
 const program = new Command('sluice')
   .description('Real-time ingestion for fraud and transaction monitoring')
@@ -171,5 +173,7 @@ program
   })
 
 registerBatchCommands(program)
+registerFilesCommands(program)
+registerRuleCommands(program, configFrom)
 
 await program.parseAsync()

@@ -3,10 +3,13 @@ import { resolve } from 'node:path'
 import { type Static, Type } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { SluiceError } from './errors.ts'
+import { RECORD_PARTITIONS } from './streams.ts'
 
-/** Every role `sluice serve` can run; `all` is the default. */
-export const ROLE_NAMES = ['ingress', 'sink', 'batch'] as const
+/** Every role `sluice serve` can run. */
+export const ROLE_NAMES = ['ingress', 'sink', 'batch', 'rules', 'files'] as const
 export type RoleName = (typeof ROLE_NAMES)[number]
+/** The roles run when none are named: all but `files`, which opens an SSH port and so is asked for. */
+export const DEFAULT_ROLES: readonly RoleName[] = ROLE_NAMES.filter((r) => r !== 'files')
 
 /** The one configuration object: loaded from a JSON file and the environment, validated once, frozen. */
 export const ConfigSchema = Type.Object(
@@ -14,7 +17,7 @@ export const ConfigSchema = Type.Object(
     /** Where SQLite, DuckDB and the embedded nats-server store live. Default ./data */
     dataDir: Type.String({ default: './data' }),
     /** Roles this process runs. Default: all of them. */
-    roles: Type.Array(Type.Union(ROLE_NAMES.map((r) => Type.Literal(r))), { default: [...ROLE_NAMES], minItems: 1 }),
+    roles: Type.Array(Type.Union(ROLE_NAMES.map((r) => Type.Literal(r))), { default: [...DEFAULT_ROLES], minItems: 1 }),
     /** A NATS server or cluster to use; unset: spawn an embedded nats-server on loopback. */
     natsUrl: Type.Optional(Type.String({ minLength: 1 })),
     /** The admin key to install on first start; unset: one is generated and printed once. */
@@ -41,6 +44,8 @@ export const ConfigSchema = Type.Object(
         /** JetStream duplicate window used for idempotency; each id in it costs server memory. */
         duplicateWindowSeconds: Type.Integer({ default: 120, minimum: 1 }),
         alertRetentionDays: Type.Number({ default: 30, exclusiveMinimum: 0 }),
+        /** How long rule decisions stay in JetStream: the rule outcome sink must store them within it. */
+        decisionRetentionDays: Type.Number({ default: 7, exclusiveMinimum: 0 }),
         /** Replicas for clustered deployments; 1 for the embedded server. */
         replicas: Type.Integer({ default: 1, minimum: 1, maximum: 5 }),
       },
@@ -74,6 +79,44 @@ export const ConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    rules: Type.Object(
+      {
+        /** Record partitions this process's rule stage owns (SLUICE_RULES_PARTITIONS, e.g. 0-7). Default: all. */
+        partitions: Type.Array(Type.Integer({ minimum: 0, maximum: RECORD_PARTITIONS - 1 }), {
+          default: Array.from({ length: RECORD_PARTITIONS }, (_, p) => p),
+          minItems: 1,
+          uniqueItems: true,
+        }),
+        /** How long `POST ?decision=sync` waits for the rule stage before answering that the decision is pending. */
+        syncTimeoutMs: Type.Integer({ default: 200, minimum: 1 }),
+        /** Records of one partition evaluated and not yet acked, at most. */
+        maxInFlight: Type.Integer({ default: 1000, minimum: 1 }),
+        /** Seconds before JetStream redelivers a record a crashed rule worker took. */
+        ackWaitSeconds: Type.Integer({ default: 30, minimum: 1 }),
+        /** How far back `activity` in expressions reaches from a record's time. */
+        activityWindowHours: Type.Number({ default: 720, exclusiveMinimum: 0 }),
+        /** How late after its own time a record may arrive and still find its windows complete after a restart. */
+        lateArrivalMinutes: Type.Number({ default: 60, minimum: 0 }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    files: Type.Object(
+      {
+        /** SFTP listen address; loopback unless exposed on purpose. */
+        sftpHost: Type.String({ default: '127.0.0.1' }),
+        /** SFTP port (SLUICE_SFTP_PORT). */
+        sftpPort: Type.Integer({ default: 2222, minimum: 0, maximum: 65535 }),
+        /** Local directories watched like the SFTP root, for files copied in by rsync or a mounted share. */
+        dropDirs: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+        /** A dropped file is taken once its size and time have not changed for this long. */
+        stableMs: Type.Integer({ default: 2000, minimum: 50 }),
+        /** A failed SFTP login is answered after this long, doubled for each further failure from the same address (at most 30 s). */
+        loginFailureDelayMs: Type.Integer({ default: 1000, minimum: 0 }),
+        /** Base URL of upload links; unset: the address the API request came to, or http.host:http.port for the CLI. */
+        publicUrl: Type.Optional(Type.String({ pattern: '^https?://' })),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     log: Type.Object(
       {
         level: Type.Union(
@@ -99,7 +142,19 @@ const ENV_MAP: ReadonlyArray<[string, (input: Record<string, any>, value: string
   ['SLUICE_ADMIN_KEY', (c, v) => (c.adminKey = v)],
   ['SLUICE_ROLES', (c, v) => (c.roles = v.split(',').map((r) => r.trim()))],
   ['SLUICE_LOG_LEVEL', (c, v) => ((c.log ??= {}).level = v)],
+  ['SLUICE_SFTP_PORT', (c, v) => ((c.files ??= {}).sftpPort = Number(v))],
+  ['SLUICE_RULES_PARTITIONS', (c, v) => ((c.rules ??= {}).partitions = partitionList(v))],
 ]
+
+/** `0-7,12` -> [0, 1, ..., 7, 12]; what does not parse is left for the schema check to name. */
+function partitionList(value: string): unknown[] {
+  return value.split(',').flatMap((part) => {
+    const range = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(part)
+    if (!range) return [/^\s*\d+\s*$/.test(part) ? Number(part) : part.trim()]
+    const [from, to] = [Number(range[1]), Number(range[2])]
+    return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i)
+  })
+}
 
 function deepMerge(base: Record<string, any>, over: Record<string, any>): Record<string, any> {
   const out: Record<string, any> = { ...base }

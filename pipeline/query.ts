@@ -1,11 +1,15 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import {
+  type AlertPage,
+  type AlertQuery,
   AnalyticsQueryError,
   type AnalyticsStore,
   type ObjectSchemaDoc,
   type ObjectStats,
   type RecordPage,
   type RecordQuery,
+  type RuleOutcomeStore,
+  type RuleStats,
   type SchemaConflict,
 } from '../storage/index.ts'
 import { type ErrorCode, SluiceError } from './errors.ts'
@@ -18,19 +22,23 @@ interface QueryRequests {
   [SUBJECTS.queryStats]: { request: { objects: string[] }; response: ObjectStats[] }
   [SUBJECTS.querySchemaConflicts]: { request: { schema: ObjectSchemaDoc }; response: SchemaConflict[] }
   [SUBJECTS.queryJobStored]: { request: { object: string; job_id: string }; response: number }
+  [SUBJECTS.queryRuleStats]: { request: { since_ms: number }; response: RuleStats }
+  [SUBJECTS.queryAlerts]: { request: AlertQuery; response: AlertPage }
 }
 type QuerySubject = keyof QueryRequests
 type QueryReply<S extends QuerySubject> = { ok: true; result: QueryRequests[S]['response'] } | { ok: false; code: ErrorCode; message: string; pointer?: string }
 
 const encode = (v: unknown) => Buffer.from(JSON.stringify(v))
 
-/** Serves analytics queries from `store` over NATS request/reply, in a queue group. */
-export function serveQueries(nc: NatsConnection, store: AnalyticsStore, log: Logger): Subscription[] {
+/** Serves analytics queries from `store` (and rule outcomes from `outcomes`) over NATS request/reply, in a queue group. */
+export function serveQueries(nc: NatsConnection, store: AnalyticsStore, log: Logger, outcomes: RuleOutcomeStore): Subscription[] {
   const handlers: { [S in QuerySubject]: (req: QueryRequests[S]['request']) => Promise<QueryRequests[S]['response']> } = {
     [SUBJECTS.queryRecords]: (req) => store.queryRecords(req),
     [SUBJECTS.queryStats]: (req) => store.stats(req.objects),
     [SUBJECTS.querySchemaConflicts]: (req) => store.schemaConflicts(req.schema),
     [SUBJECTS.queryJobStored]: (req) => store.jobStoredCount(req.object, req.job_id),
+    [SUBJECTS.queryRuleStats]: (req) => outcomes.stats(req.since_ms),
+    [SUBJECTS.queryAlerts]: (req) => outcomes.alerts(req),
   }
   return (Object.keys(handlers) as QuerySubject[]).map((subject) =>
     nc.subscribe(subject, {

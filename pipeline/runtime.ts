@@ -1,12 +1,27 @@
+import { rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import type { Subscription } from '@nats-io/transport-node'
-import { AnalyticsStore, ApiKeyStore, BatchJobStore, openStateDb, SchemaRegistry, type StateDb } from '../storage/index.ts'
+import { loadDefaultRules, RuleStage } from '../rules/index.ts'
+import {
+  AnalyticsStore,
+  ApiKeyStore,
+  BatchJobStore,
+  openStateDb,
+  RuleOutcomeStore,
+  RuleStore,
+  SchemaRegistry,
+  SessionStore,
+  type StateDb,
+  UploadLinkStore,
+} from '../storage/index.ts'
 import { BatchWorker } from './batch/worker.ts'
 import type { RoleName, SluiceConfig } from './config.ts'
+import { FileIngestion } from './files/index.ts'
 import { RecordIngestor } from './ingest.ts'
 import { buildIngressApp, type ReadinessReport } from './ingress/app.ts'
+import { ruleApi } from './ingress/rule-routes.ts'
 import { createLogger, type Logger } from './logger.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { connectNats, type SluiceNats } from './nats-connection.ts'
@@ -15,10 +30,13 @@ import { RecordPublisher } from './publisher.ts'
 import { QueryClient, serveQueries } from './query.ts'
 import { onSchemaChange, publishSchemaChange } from './schema-events.ts'
 import { AnalyticsSink } from './sink/analytics-sink.ts'
+import { RuleOutcomeSink } from './sink/rule-outcome-sink.ts'
 import { CONSUMERS, STREAMS } from './streams.ts'
 import { ensureTopology } from './topology.ts'
 
 export const DEFAULT_SCHEMAS_DIR = fileURLToPath(new URL('../fixtures/schemas', import.meta.url))
+/** Where `sluice serve` notes its embedded nats-server's URL in the data dir, for the CLI commands that need NATS. */
+export const EMBEDDED_NATS_URL_FILE = 'nats.url'
 
 /** A unit of the pipeline `sluice serve` can run; it never assumes another role runs in the same process. */
 export interface Role {
@@ -41,6 +59,7 @@ interface RuntimeContext {
   /** The one path records take in, shared by the roles that accept records (ingress, batch). */
   ingestor: RecordIngestor
   jobs: BatchJobStore
+  rules: RuleStore
   /** Queries to whichever process owns the analytics store. */
   queries: QueryClient
 }
@@ -84,6 +103,9 @@ function ingressRole(ctx: RuntimeContext, onListen: (url: string) => void): Role
         publishSchemaChange: (version) => publishSchemaChange(ctx.js, version),
         queries: ctx.queries,
         jobs: ctx.jobs,
+        links: new UploadLinkStore(ctx.db),
+        rules: ruleApi({ store: ctx.rules, nc: ctx.nats.nc, jsm: ctx.jsm, config: ctx.config }),
+        dashboard: { sessions: new SessionStore(ctx.db), nc: ctx.nats.nc, jsm: ctx.jsm },
         readiness: () => readiness(ctx),
       })
       const address = await app.listen({ host: ctx.config.http.host, port: ctx.config.http.port })
@@ -106,9 +128,30 @@ function batchRole(ctx: RuntimeContext): Role {
   return { name: 'batch', start: async () => worker.start(), stop: () => worker.stop() }
 }
 
+function filesRole(ctx: RuntimeContext): Role {
+  const files = new FileIngestion({ config: ctx.config, db: ctx.db, jobs: ctx.jobs, registry: ctx.registry, log: ctx.log.child({ role: 'files' }) })
+  return { name: 'files', start: () => files.start(), stop: () => files.stop() }
+}
+
+function rulesRole(ctx: RuntimeContext): Role {
+  const stage = new RuleStage({
+    nc: ctx.nats.nc,
+    js: ctx.js,
+    jsm: ctx.jsm,
+    registry: ctx.registry,
+    rules: ctx.rules,
+    metrics: ctx.metrics.registry,
+    log: ctx.log.child({ role: 'rules' }),
+    config: ctx.config.rules,
+  })
+  return { name: 'rules', start: () => stage.start(), stop: () => stage.stop() }
+}
+
 function sinkRole(ctx: RuntimeContext): Role {
   let store: AnalyticsStore | undefined
   let sink: AnalyticsSink | undefined
+  let outcomes: RuleOutcomeStore | undefined
+  let outcomeSink: RuleOutcomeSink | undefined
   let subs: ReturnType<typeof serveQueries> = []
   return {
     name: 'sink',
@@ -125,12 +168,23 @@ function sinkRole(ctx: RuntimeContext): Role {
       })
       await sink.start()
       const log = ctx.log.child({ role: 'sink' })
+      outcomes = await RuleOutcomeStore.open(store)
+      outcomeSink = new RuleOutcomeSink({
+        js: ctx.js,
+        store: outcomes,
+        log,
+        batchSize: ctx.config.sink.batchSize,
+        flushIntervalMs: ctx.config.sink.flushIntervalMs,
+      })
+      await outcomeSink.start()
       const activeSink = sink
-      subs = [...serveQueries(ctx.nats.nc, store, log), onSchemaChange(ctx.nats.nc, log, (version) => activeSink.schemaChanged(version))]
+      subs = [...serveQueries(ctx.nats.nc, store, log, outcomes), onSchemaChange(ctx.nats.nc, log, (version) => activeSink.schemaChanged(version))]
     },
     async stop() {
       for (const s of subs) s.unsubscribe()
       await sink?.stop()
+      await outcomeSink?.stop()
+      outcomes?.close()
       store?.close()
     },
   }
@@ -166,6 +220,7 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
     publisher?.close()
     await nats?.close()
     db?.close()
+    if (embedded) rmSync(join(config.dataDir, EMBEDDED_NATS_URL_FILE), { force: true })
     await embedded?.stop()
   }
   try {
@@ -175,6 +230,9 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
     db = openStateDb(join(config.dataDir, 'state.db'))
     const registry = new SchemaRegistry(db)
     registry.loadDefaults(DEFAULT_SCHEMAS_DIR)
+    const rules = new RuleStore(db)
+    loadDefaultRules(rules, { registry, retentionDays: config.streams.recordRetentionDays })
+    if (embedded) writeFileSync(join(config.dataDir, EMBEDDED_NATS_URL_FILE), embedded.url)
     const js = jetstream(nats.nc)
     publisher = new RecordPublisher(nats, jsm, { timeoutMs: config.http.publishTimeoutMs, retryAfterSeconds: config.http.retryAfterSeconds })
     const ingestor = new RecordIngestor({ registry, publisher, onSchemaChange: (version) => publishSchemaChange(js, version) })
@@ -188,6 +246,7 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
       registry,
       keys: new ApiKeyStore(db),
       jobs: new BatchJobStore(db),
+      rules,
       metrics: createMetrics(),
       ingestor,
       queries: new QueryClient(nats.nc, config.http.queryTimeoutMs),
@@ -200,9 +259,11 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
       sink: () => sinkRole(ctx),
       ingress: () => ingressRole(ctx, (url) => (httpUrl = url)),
       batch: () => batchRole(ctx),
+      rules: () => rulesRole(ctx),
+      files: () => filesRole(ctx),
     }
     // Sink first, so queries have an answerer by the time ingress takes requests.
-    for (const name of ['sink', 'batch', 'ingress'] as const) {
+    for (const name of ['sink', 'batch', 'rules', 'files', 'ingress'] as const) {
       if (!config.roles.includes(name)) continue
       const role = factories[name]()
       await role.start()

@@ -9,6 +9,10 @@ export const STREAMS = {
   schemas: { name: 'SLUICE_SCHEMAS', subjects: ['sluice.schema.>'] },
   /** Rule hits, `alerts.<object>.<rule_id>`. */
   alerts: { name: 'SLUICE_ALERTS', subjects: ['alerts.>'] },
+  /** The rule stage's decision on every record, `sluice.decisions.<object>.<record_id>`; the rule outcome sink stores them. */
+  decisions: { name: 'SLUICE_DECISIONS', subjects: ['sluice.decisions.>'] },
+  /** Alerts a `sluice replay --publish` raised, `replay.alerts.<object>.<rule_id>`: apart from the live ones. */
+  replay: { name: 'SLUICE_REPLAY', subjects: ['replay.>'] },
 } as const
 
 export const SUBJECTS = {
@@ -18,8 +22,15 @@ export const SUBJECTS = {
    * record of one account (the rule stage's windows) can split the work by partition.
    */
   record: (object: string, partition: number) => `sluice.records.${object}.${partition}`,
+  /** Every partition of one object's records. */
+  recordsOf: (object: string) => `sluice.records.${object}.*`,
   /** A rule stage decision on one record (also kept in SLUICE_DECISIONS); sync ingest waits on it. */
   decision: (object: string, recordId: string) => `sluice.decisions.${object}.${recordId}`,
+  /** A live rule hit (docs/rules.md has the alert's JSON schema). */
+  alert: (object: string, ruleId: string) => `alerts.${object}.${ruleId}`,
+  replayAlert: (object: string, ruleId: string) => `replay.alerts.${object}.${ruleId}`,
+  /** Announces a new rule set version; every rule stage reloads the rules on file. */
+  rulesChanged: 'sluice.rules.changed',
   /** Prefix of the request/reply subjects served by the role that owns the DuckDB file. */
   queryRecords: 'sluice.query.records',
   queryStats: 'sluice.query.stats',
@@ -27,6 +38,9 @@ export const SUBJECTS = {
   querySchemaConflicts: 'sluice.query.schema-conflicts',
   /** How many records of a batch job the analytics store holds. */
   queryJobStored: 'sluice.query.job-stored',
+  /** Per-rule counters and decision counts, and stored alerts (rule outcome store). */
+  queryRuleStats: 'sluice.query.rule-stats',
+  queryAlerts: 'sluice.query.alerts',
   /** A new schema version of `object` (JSON of the version). */
   schemaChanged: (object: string) => `sluice.schema.changed.${object}`,
 } as const
@@ -37,6 +51,16 @@ export const RECORD_PARTITIONS = 16
 /** Durable pull consumers, one per consuming stage. */
 export const CONSUMERS = {
   analyticsSink: { stream: STREAMS.records.name, durable: 'sink-analytics' },
+  ruleOutcomeSink: { stream: STREAMS.decisions.name, durable: 'sink-rule-outcomes' },
+} as const
+
+/**
+ * The rule stage's durable consumers, one per record partition (a NATS 2.9 consumer has one filter subject).
+ * A rule worker owns a set of partitions and consumes theirs; the stage makes and remakes them itself.
+ */
+export const RULE_CONSUMERS = {
+  durable: (partition: number) => `rules-p${String(partition).padStart(2, '0')}`,
+  filter: (partition: number) => `sluice.records.*.${partition}`,
 } as const
 
 /** Queue group for the query responders, so a request is answered once. */

@@ -17,15 +17,23 @@ export async function ensureTopology(jsm: JetStreamManager, config: SluiceConfig
     duplicate_window: nanos(config.streams.duplicateWindowSeconds * 1000),
     num_replicas: config.streams.replicas,
   })
-  await upsertStream(jsm, {
-    name: STREAMS.alerts.name,
-    subjects: [...STREAMS.alerts.subjects],
-    retention: RetentionPolicy.Limits,
-    storage: StorageType.File,
-    discard: DiscardPolicy.Old,
-    max_age: nanos(config.streams.alertRetentionDays * DAY_MS),
-    num_replicas: config.streams.replicas,
-  })
+  // Rule outcomes. Decisions are kept until the rule outcome sink has stored them (and for sync waiters), a
+  // shorter time than alerts, which subscribers outside Sluice read.
+  for (const [stream, days] of [
+    [STREAMS.alerts, config.streams.alertRetentionDays],
+    [STREAMS.decisions, config.streams.decisionRetentionDays],
+    [STREAMS.replay, config.streams.alertRetentionDays],
+  ] as const) {
+    await upsertStream(jsm, {
+      name: stream.name,
+      subjects: [...stream.subjects],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      max_age: nanos(days * DAY_MS),
+      num_replicas: config.streams.replicas,
+    })
+  }
   // Schema versions are few and small: keep them all.
   await upsertStream(jsm, {
     name: STREAMS.schemas.name,

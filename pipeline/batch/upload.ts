@@ -23,6 +23,14 @@ export function payloadFormatOf(contentType: string | undefined): PayloadFormat 
   return undefined
 }
 
+const FILE_EXTENSIONS: Record<string, PayloadFormat> = { csv: 'csv', ndjson: 'ndjson', jsonl: 'ndjson', json: 'json' }
+
+/** The payload format of a file, from its name: `.csv`, `.ndjson` or `.jsonl`, `.json`, each optionally `.gz`. */
+export function payloadFormatOfFileName(name: string): { format: PayloadFormat; compressed: boolean } | undefined {
+  const match = /\.(csv|ndjson|jsonl|json)(\.gz)?$/i.exec(name)
+  return match ? { format: FILE_EXTENSIONS[match[1].toLowerCase()], compressed: match[2] !== undefined } : undefined
+}
+
 /**
  * Streams an upload to `<dataDir>/batches/<jobId>`, hashing and counting as it goes, and fsyncs it before
  * returning: only then may the client be told the job exists. Past `maxBytes` it stops, removes the file and

@@ -2,7 +2,7 @@ import swagger from '@fastify/swagger'
 import { type Static, Type } from '@sinclair/typebox'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify'
 import { type ParseError, parse as parseTolerant, printParseErrorCode } from 'jsonc-parser'
-import type { ApiKeyStore, BatchJobStore, SchemaRegistry, SchemaVersion } from '../../storage/index.ts'
+import type { ApiKeyStore, BatchJobStore, SchemaRegistry, SchemaVersion, UploadLinkStore } from '../../storage/index.ts'
 import type { SluiceConfig } from '../config.ts'
 import { isSluiceError, SluiceError } from '../errors.ts'
 import type { AcceptOutcome, RecordIngestor } from '../ingest.ts'
@@ -12,9 +12,12 @@ import type { QueryClient } from '../query.ts'
 import { SUBJECTS } from '../streams.ts'
 import { installAuth } from './auth.ts'
 import { registerBatchRoutes } from './batch-routes.ts'
+import { type DashboardDeps, registerDashboardRoutes } from './dashboard-routes.ts'
 import { installProblemHandlers } from './problem.ts'
 import { ObjectParams, problem } from './route-schemas.ts'
+import { type RuleApi, registerRuleRoutes, SyncDecisionSchema } from './rule-routes.ts'
 import { registerSchemaRoutes } from './schema-routes.ts'
+import { registerUploadLinkRoutes } from './upload-link-routes.ts'
 
 /** What readiness reports: each check with whether it passes. */
 export interface ReadinessReport {
@@ -28,6 +31,9 @@ export interface IngressDeps {
   registry: SchemaRegistry
   keys: ApiKeyStore
   jobs: BatchJobStore
+  links: UploadLinkStore
+  rules: RuleApi
+  dashboard: DashboardDeps
   ingestor: RecordIngestor
   queries: QueryClient
   /** Announces a schema version this process made, to every process. */
@@ -44,9 +50,11 @@ const AcceptedSchema = Type.Object({
   duplicate: Type.Boolean({ description: 'true when this was a retry of a record already stored; record_id is the original one' }),
   schema_changed: Type.Boolean({ description: 'true when update_schema made a new schema version for this record' }),
   schema_changes: Type.Optional(Type.Array(Type.Unknown(), { description: 'what changed, when schema_changed' })),
+  decision: Type.Optional(SyncDecisionSchema),
 })
 const IngestQuery = Type.Object({
   update_schema: Type.Optional(Type.Boolean({ description: 'apply the automatic schema evolution rules (also a top-level body field)' })),
+  decision: Type.Optional(Type.Literal('sync', { description: 'wait for the rule stage and answer with its decision (pending after rules.syncTimeoutMs)' })),
 })
 const RecordsQuery = Type.Object(
   {
@@ -119,7 +127,7 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
     },
   })
   installProblemHandlers(app)
-  installAuth(app, deps.keys)
+  installAuth(app, deps.keys, deps.dashboard.sessions)
   // One JSON parser that names the position of a syntax error; other content types get 415.
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
@@ -205,7 +213,8 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
       metrics.ingestRecords.inc({ object, outcome: outcome.duplicate ? 'duplicate' : 'accepted' })
       metrics.ingestLatency.observe({ object }, Number(process.hrtime.bigint() - started) / 1e9)
       const { status, ...accepted } = outcome
-      return reply.code(202).send({ ...accepted, object, schema_changed: outcome.schema_changes !== undefined })
+      const decision = request.query.decision === 'sync' ? await deps.rules.syncDecision(object, outcome.record_id) : undefined
+      return reply.code(202).send({ ...accepted, object, schema_changed: outcome.schema_changes !== undefined, ...(decision && { decision }) })
     },
   )
 
@@ -255,5 +264,8 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
 
   registerSchemaRoutes(app, deps)
   registerBatchRoutes(app, deps)
+  registerUploadLinkRoutes(app, deps)
+  registerRuleRoutes(app, deps)
+  registerDashboardRoutes(app, deps)
   return app
 }

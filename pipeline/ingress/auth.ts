@@ -1,6 +1,13 @@
+import { parseCookie } from 'cookie'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { type ApiKeyInfo, type ApiKeyStore, hasScope, type Scope } from '../../storage/index.ts'
+import { type ApiKeyInfo, type ApiKeyStore, hasScope, type Scope, type SessionStore } from '../../storage/index.ts'
 import { SluiceError } from '../errors.ts'
+
+/** The dashboard's session cookie (httpOnly, SameSite=Strict), set by `POST /session`. */
+export const SESSION_COOKIE = 'sluice_session'
+/** The header the dashboard sends on every request: a cross-site form or simple cross-origin request cannot set it. */
+const CSRF_HEADER = 'x-sluice-csrf'
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -19,16 +26,50 @@ function bearer(request: FastifyRequest): string | undefined {
   return m?.[1]
 }
 
-/** Every route needs a live key with its declared scope (default `admin`, so a forgotten declaration fails closed). */
-export function installAuth(app: FastifyInstance, keys: ApiKeyStore): void {
+/** The dashboard session token the request's cookie carries, if any. */
+export function sessionToken(request: FastifyRequest): string | undefined {
+  const header = request.headers.cookie
+  return header ? parseCookie(header)[SESSION_COOKIE] : undefined
+}
+
+/**
+ * The key a request acts as: its Bearer key, else the key its dashboard session was opened with (Bearer wins,
+ * so API clients never depend on cookies). Throws SLUICE_UNAUTHORIZED when neither is valid.
+ */
+export function authenticate(request: FastifyRequest, keys: ApiKeyStore, sessions: SessionStore): { key: ApiKeyInfo; via: 'bearer' | 'session' } {
+  const secret = bearer(request)
+  if (secret) {
+    const key = keys.verify(secret)
+    if (!key) throw new SluiceError('SLUICE_UNAUTHORIZED', 'the API key is unknown or revoked')
+    return { key, via: 'bearer' }
+  }
+  const token = sessionToken(request)
+  if (!token) throw new SluiceError('SLUICE_UNAUTHORIZED', 'send an API key as Authorization: Bearer <key>, or sign in to the dashboard')
+  const session = sessions.verify(token)
+  if (!session) throw new SluiceError('SLUICE_UNAUTHORIZED', 'the dashboard session has expired, was signed out, or its key was revoked; sign in again')
+  return { key: session.key, via: 'session' }
+}
+
+/** A browser sends the cookie with any request to this host, so one that changes state must show it comes from the dashboard. */
+function checkSameOrigin(request: FastifyRequest): void {
+  if (!request.headers[CSRF_HEADER])
+    throw new SluiceError('SLUICE_CSRF_REJECTED', `a request signed in by the dashboard cookie must send the ${CSRF_HEADER} header`)
+  const origin = request.headers.origin
+  if (origin && (!URL.canParse(origin) || new URL(origin).host !== request.headers.host))
+    throw new SluiceError('SLUICE_CSRF_REJECTED', `the request comes from ${origin}, not from this server's dashboard`)
+}
+
+/**
+ * Every route needs a live key with its declared scope (default `admin`, so a forgotten declaration fails closed),
+ * given as a Bearer key or through a dashboard session cookie.
+ */
+export function installAuth(app: FastifyInstance, keys: ApiKeyStore, sessions: SessionStore): void {
   app.decorateRequest('apiKey', undefined)
   app.addHook('onRequest', async (request) => {
     const scope = request.routeOptions.config?.scope ?? 'admin'
     if (scope === 'public' || !request.routeOptions.url) return
-    const secret = bearer(request)
-    if (!secret) throw new SluiceError('SLUICE_UNAUTHORIZED', 'send an API key as Authorization: Bearer <key>')
-    const key = keys.verify(secret)
-    if (!key) throw new SluiceError('SLUICE_UNAUTHORIZED', 'the API key is unknown or revoked')
+    const { key, via } = authenticate(request, keys, sessions)
+    if (via === 'session' && !SAFE_METHODS.has(request.method)) checkSameOrigin(request)
     if (!hasScope(key, scope)) throw new SluiceError('SLUICE_FORBIDDEN', `this route needs the ${scope} scope; the key has ${key.scopes.join(', ')}`)
     keys.touch(key)
     request.apiKey = key

@@ -1,0 +1,5 @@
+export { errorReportCsv } from './error-report.ts'
+export { FileIngestion, filesLayout } from './file-ingestion.ts'
+export { describeDroppedFile } from './object-from-path.ts'
+export { parseAuthorizedKeys } from './sftp-server.ts'
+export { createUploadLink, uploadLinkUrl } from './upload-link.ts'

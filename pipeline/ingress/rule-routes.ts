@@ -1,0 +1,190 @@
+import type { JetStreamManager } from '@nats-io/jetstream'
+import type { NatsConnection } from '@nats-io/transport-node'
+import { type Static, Type } from '@sinclair/typebox'
+import type { FastifyInstance } from 'fastify'
+import { awaitDecision, saveRuleSet } from '../../rules/index.ts'
+import { RULE_ID_PATTERN, RuleDefinitionSchema, type RuleStore, ThresholdsSchema } from '../../storage/index.ts'
+import type { SluiceConfig } from '../config.ts'
+import { SUBJECTS } from '../streams.ts'
+import type { IngressDeps } from './app.ts'
+import { ObjectParams, problem } from './route-schemas.ts'
+
+/** What the rule routes and `?decision=sync` need from the rest of the process. */
+export interface RuleApi {
+  store: RuleStore
+  /** Tells every rule stage that a new rule set version is on file. */
+  announceChange(version: number): void
+  /** The sync answer for a record just accepted: its decision, or pending after `rules.syncTimeoutMs`. */
+  syncDecision(object: string, recordId: string): Promise<SyncDecision>
+}
+
+const DecisionName = Type.Union([Type.Literal('approve'), Type.Literal('review'), Type.Literal('block')])
+const FiredRule = Type.Object({
+  rule_id: Type.String(),
+  rule_version: Type.Integer(),
+  name: Type.String(),
+  score: Type.Number(),
+  severity: Type.String(),
+  tags: Type.Array(Type.String()),
+  features: Type.Record(Type.String(), Type.Number(), { description: 'the velocity features the rule reads, with their values' }),
+})
+
+/** The `decision` of a `POST /<object>?decision=sync` answer. */
+export const SyncDecisionSchema = Type.Union(
+  [
+    Type.Object({
+      status: Type.Literal('decided'),
+      decision: DecisionName,
+      score: Type.Number(),
+      tags: Type.Array(Type.String()),
+      fired: Type.Array(FiredRule, { description: 'live rules that matched, in evaluation order' }),
+      rule_set_version: Type.Integer(),
+    }),
+    Type.Object(
+      { status: Type.Literal('pending') },
+      { description: 'the rule stage did not answer within rules.syncTimeoutMs; the record is stored all the same' },
+    ),
+  ],
+  { description: 'with decision=sync: the rule stage decision on the record' },
+)
+export type SyncDecision = Static<typeof SyncDecisionSchema>
+
+export function ruleApi(opts: { store: RuleStore; nc: NatsConnection; jsm: JetStreamManager; config: SluiceConfig }): RuleApi {
+  const { store, nc, jsm, config } = opts
+  return {
+    store,
+    announceChange: (version) => nc.publish(SUBJECTS.rulesChanged, JSON.stringify({ version })),
+    async syncDecision(object, recordId) {
+      const decision = await awaitDecision(nc, jsm, object, recordId, config.rules.syncTimeoutMs)
+      if (!decision) return { status: 'pending' }
+      const { score, tags, rule_set_version } = decision
+      const fired = decision.fired.map(({ mode: _mode, ...hit }) => hit)
+      return { status: 'decided', decision: decision.decision, score, tags, fired, rule_set_version }
+    },
+  }
+}
+
+const StoredRuleSchema = Type.Intersect([
+  RuleDefinitionSchema,
+  Type.Object({ version: Type.Integer(), updated_at: Type.String(), updated_by: Type.String({ description: 'API key id, cli or system' }) }),
+])
+const RuleSetSchema = Type.Object({
+  version: Type.Integer({ description: '0 before any rule set was saved' }),
+  created_at: Type.Union([Type.String(), Type.Null()]),
+  created_by: Type.Union([Type.String(), Type.Null()]),
+  thresholds: Type.Record(Type.String(), ThresholdsSchema, {
+    description: 'per object; an object not listed uses review 50, block 100',
+  }),
+  rules: Type.Array(StoredRuleSchema),
+})
+const RuleChangeSchema = Type.Object({
+  rule_id: Type.String(),
+  change: Type.Union([Type.Literal('added'), Type.Literal('changed'), Type.Literal('removed')]),
+  version: Type.Integer(),
+})
+const StatsQuery = Type.Object({ since_minutes: Type.Integer({ minimum: 1, maximum: 60 * 24 * 90, default: 1440 }) })
+const AlertsQuery = Type.Object({
+  object: Type.Optional(ObjectParams.properties.object),
+  rule: Type.Optional(Type.String({ pattern: RULE_ID_PATTERN })),
+  mode: Type.Union([Type.Literal('live'), Type.Literal('shadow')], { default: 'live' }),
+  limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
+  cursor: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'next_cursor of the previous page' })),
+})
+const StoredAlertSchema = Type.Object({
+  record_id: Type.String(),
+  record_seq: Type.Integer(),
+  object: Type.String(),
+  account_id: Type.Union([Type.String(), Type.Null()]),
+  rule_id: Type.String(),
+  rule_version: Type.Integer(),
+  mode: Type.String(),
+  score: Type.Number(),
+  severity: Type.String(),
+  tags: Type.Array(Type.String()),
+  decision: DecisionName,
+  features: Type.Record(Type.String(), Type.Number()),
+  record_time: Type.String(),
+  evaluated_at: Type.String(),
+})
+const RuleStatsSchema = Type.Object({
+  since: Type.String(),
+  decisions: Type.Object({ approve: Type.Integer(), review: Type.Integer(), block: Type.Integer() }),
+  rules: Type.Array(
+    Type.Object({
+      rule_id: Type.String(),
+      evaluations: Type.Integer(),
+      hits: Type.Integer(),
+      shadow_hits: Type.Integer(),
+      errors: Type.Integer(),
+      mean_micros: Type.Union([Type.Number(), Type.Null()]),
+      max_micros: Type.Union([Type.Number(), Type.Null()]),
+    }),
+  ),
+})
+
+/** The rule set (admin), and what the rule stage made of the records (read). */
+export function registerRuleRoutes(app: FastifyInstance, deps: IngressDeps): void {
+  const { rules, registry, queries, config } = deps
+
+  app.get(
+    '/rules',
+    {
+      config: { scope: 'admin' },
+      schema: { tags: ['rules'], summary: 'The live rule set: every rule with its version, and the decision thresholds', response: { 200: RuleSetSchema } },
+    },
+    async () => rules.store.current(),
+  )
+
+  app.put(
+    '/rules',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        tags: ['rules'],
+        summary: 'Replace the whole rule set; changed, added and removed rules get a new version',
+        body: Type.Unknown({ description: 'a rule set document {thresholds, rules: [...]} (docs/rules.md); checked like `sluice rules apply`' }),
+        response: { 200: Type.Intersect([RuleSetSchema, Type.Object({ changes: Type.Array(RuleChangeSchema) })]), 400: problem },
+      },
+    },
+    async (request) => {
+      const { ruleSet, changes } = saveRuleSet(rules.store, request.body, {
+        registry,
+        actor: request.apiKey?.id ?? 'unknown',
+        retentionDays: config.streams.recordRetentionDays,
+      })
+      if (changes.length > 0) rules.announceChange(ruleSet.version)
+      return { ...ruleSet, changes }
+    },
+  )
+
+  app.get<{ Querystring: Static<typeof StatsQuery> }>(
+    '/rules/stats',
+    {
+      config: { scope: 'read' },
+      schema: {
+        tags: ['rules'],
+        summary: 'Decisions and per-rule counters (evaluations, hits, errors, expression time) over the last minutes',
+        querystring: StatsQuery,
+        response: { 200: RuleStatsSchema, 503: problem },
+      },
+    },
+    async (request) => queries.request(SUBJECTS.queryRuleStats, { since_ms: Date.now() - request.query.since_minutes * 60_000 }),
+  )
+
+  app.get<{ Querystring: Static<typeof AlertsQuery> }>(
+    '/alerts',
+    {
+      config: { scope: 'read' },
+      schema: {
+        tags: ['rules'],
+        summary: 'Stored rule hits, newest first',
+        querystring: AlertsQuery,
+        response: { 200: Type.Object({ alerts: Type.Array(StoredAlertSchema), next_cursor: Type.Optional(Type.String()) }), 400: problem, 503: problem },
+      },
+    },
+    async (request) => {
+      const { object, rule, mode, limit, cursor } = request.query
+      return queries.request(SUBJECTS.queryAlerts, { object, rule_id: rule, mode, limit, before: cursor === undefined ? undefined : Number(cursor) })
+    },
+  )
+}

@@ -1,0 +1,327 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import {
+  AckPolicy,
+  type Consumer,
+  type ConsumerConfig,
+  type ConsumerMessages,
+  DeliverPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from '@nats-io/jetstream'
+import { type NatsConnection, nanos, type Subscription } from '@nats-io/transport-node'
+import { Counter, Histogram, type Registry } from 'prom-client'
+import type { SluiceConfig } from '../pipeline/config.ts'
+import type { Logger } from '../pipeline/logger.ts'
+import { RULE_CONSUMERS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
+import type { Decision, RuleStore, SchemaRegistry } from '../storage/index.ts'
+import { type CompiledRuleSet, compileStoredRuleSet } from './rule-set.ts'
+import { alertsOf, RuleState } from './rule-state.ts'
+import { rebuildState, stageRecordOf } from './stream-reader.ts'
+
+export interface RuleStageOptions {
+  nc: NatsConnection
+  js: JetStreamClient
+  jsm: JetStreamManager
+  registry: SchemaRegistry
+  rules: RuleStore
+  /** The process's Prometheus registry; the stage adds its metrics to it. */
+  metrics: Registry
+  log: Logger
+  config: SluiceConfig['rules']
+}
+
+const HOUR_MS = 3_600_000
+const MINUTE_MS = 60_000
+/** A failing expression is logged at most this often per rule version; every failure is counted. */
+const ERROR_LOG_INTERVAL_MS = 60_000
+const MAX_RESTART_DELAY_MS = 30_000
+
+function ruleStageMetrics(registry: Registry) {
+  return {
+    records: new Counter({
+      name: 'sluice_rule_records_total',
+      help: 'Records the rule stage decided on, by object and decision.',
+      labelNames: ['object', 'decision'] as const,
+      registers: [registry],
+    }),
+    evaluations: new Counter({
+      name: 'sluice_rule_evaluations_total',
+      help: 'Rule evaluations, by rule and outcome (hit, shadow_hit, miss, error).',
+      labelNames: ['rule_id', 'outcome'] as const,
+      registers: [registry],
+    }),
+    latency: new Histogram({
+      name: 'sluice_rule_decision_seconds',
+      help: 'Time from receipt by ingress to the decision and its alerts stored in JetStream.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5],
+      registers: [registry],
+    }),
+    poison: new Counter({
+      name: 'sluice_rule_poison_messages_total',
+      help: 'Record messages the rule stage could not decode and terminated.',
+      registers: [registry],
+    }),
+    restarts: new Counter({
+      name: 'sluice_rule_stage_restarts_total',
+      help: 'Times the rule stage started over from the last acked record after failing to publish an outcome.',
+      registers: [registry],
+    }),
+  }
+}
+type RuleStageMetrics = ReturnType<typeof ruleStageMetrics>
+
+function isNotFound(err: unknown): boolean {
+  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound
+}
+
+/**
+ * The rule stage of one worker: for each partition of the record stream it owns, a durable pull consumer
+ * whose records it evaluates in stream order against the live rule set, publishing each decision (and an
+ * alert per live hit) and acking a record only once its outcomes are stored, in order. On start it rebuilds
+ * its state (lookups, windows) from the stream up to what each partition's consumer has acked, so a restart
+ * changes no result. A failed publish stops the worker, which starts over from the last acked records.
+ */
+export class RuleStage {
+  readonly #opts: RuleStageOptions
+  readonly #metrics: RuleStageMetrics
+  #ruleSet!: CompiledRuleSet
+  #runners: PartitionRunner[] = []
+  #subscription?: Subscription
+  #stopping = false
+  /** Bumped on every (re)start, so a failure reported by an earlier run's runner is ignored. */
+  #generation = 0
+  /** start, stop, reloads and restarts take turns. */
+  #turn: Promise<void> = Promise.resolve()
+  readonly #errorsLoggedAt = new Map<string, number>()
+
+  constructor(opts: RuleStageOptions) {
+    this.#opts = opts
+    this.#metrics = ruleStageMetrics(opts.metrics)
+  }
+
+  async start(): Promise<void> {
+    this.#ruleSet = compileStoredRuleSet(this.#opts.rules.current())
+    await this.#run()
+    this.#subscription = this.#opts.nc.subscribe(SUBJECTS.rulesChanged, { callback: () => void this.#inTurn(() => this.#reload()) })
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true
+    this.#subscription?.unsubscribe()
+    await this.#inTurn(() => this.#halt())
+    // The acks just sent must reach the server before the connection closes, or the next start redoes them.
+    await this.#opts.nc.flush().catch(() => {})
+  }
+
+  #inTurn(task: () => Promise<void>): Promise<void> {
+    this.#turn = this.#turn.then(task).catch((err) => this.#opts.log.error({ err }, 'rule stage: a reload or restart failed'))
+    return this.#turn
+  }
+
+  async #run(): Promise<void> {
+    const { config, log } = this.#opts
+    const generation = ++this.#generation
+    const state = new RuleState(this.#ruleSet.allFeatures(), {
+      activityWindowMs: config.activityWindowHours * HOUR_MS,
+      lateMs: config.lateArrivalMinutes * MINUTE_MS,
+    })
+    const consumers = new Map<number, Consumer>()
+    const lastSeq = new Map<number, number>()
+    for (const partition of config.partitions) {
+      const prepared = await this.#prepareConsumer(partition)
+      consumers.set(partition, prepared.consumer)
+      lastSeq.set(partition, prepared.lastSeq)
+    }
+    const started = performance.now()
+    const absorbed = await rebuildState(this.#opts.js, this.#opts.jsm, {
+      registry: this.#opts.registry,
+      state,
+      lastSeq,
+      lateMs: config.lateArrivalMinutes * MINUTE_MS,
+    })
+    log.info(
+      { partitions: config.partitions, records: absorbed, ms: Math.round(performance.now() - started) },
+      'rule stage: state rebuilt from the record stream',
+    )
+    this.#runners = [...consumers].map(
+      ([partition, consumer]) =>
+        new PartitionRunner(consumer, {
+          handle: (msg) => this.#handle(state, msg),
+          onFailure: (err) => this.#failed(generation, partition, err),
+          maxInFlight: config.maxInFlight,
+        }),
+    )
+    for (const runner of this.#runners) await runner.start()
+  }
+
+  async #halt(): Promise<void> {
+    await Promise.all(this.#runners.map((r) => r.stop()))
+    this.#runners = []
+  }
+
+  /**
+   * Makes the partition's durable consumer deliver, in stream order, the records after the last one acked.
+   * Records an earlier run took but did not ack would come back only after the ack wait, behind newer ones;
+   * windows need stream order, so such a consumer is made anew right after its last acked record.
+   */
+  async #prepareConsumer(partition: number): Promise<{ consumer: Consumer; lastSeq: number }> {
+    const { jsm, js, config } = this.#opts
+    const stream = STREAMS.records.name
+    const durable = RULE_CONSUMERS.durable(partition)
+    const wanted: Partial<ConsumerConfig> = {
+      durable_name: durable,
+      filter_subject: RULE_CONSUMERS.filter(partition),
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: nanos(config.ackWaitSeconds * 1000),
+      max_ack_pending: config.maxInFlight,
+    }
+    let info = await jsm.consumers.info(stream, durable).catch((err) => {
+      if (isNotFound(err)) return undefined
+      throw err
+    })
+    if (!info) info = await jsm.consumers.add(stream, wanted)
+    else if (info.delivered.stream_seq > info.ack_floor.stream_seq) {
+      const after = info.ack_floor.stream_seq
+      await jsm.consumers.delete(stream, durable)
+      info = await jsm.consumers.add(stream, { ...wanted, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 })
+      info.ack_floor.stream_seq = after
+    } else if (info.config.ack_wait !== wanted.ack_wait || info.config.max_ack_pending !== wanted.max_ack_pending) {
+      info = await jsm.consumers.update(stream, durable, { ack_wait: wanted.ack_wait, max_ack_pending: wanted.max_ack_pending })
+    }
+    return { consumer: await js.consumers.get(stream, durable), lastSeq: info.ack_floor.stream_seq }
+  }
+
+  /** Evaluates one record and publishes its outcomes; resolves once JetStream stored them all. */
+  #handle(state: RuleState, msg: JsMsg): Promise<unknown> | 'poison' {
+    const { js, registry, log } = this.#opts
+    const item = stageRecordOf(msg, registry)
+    if (!item) {
+      log.error({ seq: msg.seq, subject: msg.subject }, 'rule stage: undecodable message terminated')
+      this.#metrics.poison.inc()
+      return 'poison'
+    }
+    const [decision] = state.evaluate([this.#ruleSet], item)
+    this.#count(decision)
+    const body = (value: unknown) => JSON.stringify(value)
+    const published: Promise<unknown>[] = [js.publish(SUBJECTS.decision(decision.object, decision.record_id), body(decision), { msgID: decision.record_id })]
+    for (const alert of alertsOf(decision)) published.push(js.publish(SUBJECTS.alert(alert.object, alert.rule_id), body(alert), { msgID: alert.alert_id }))
+    return Promise.all(published).then(() => this.#metrics.latency.observe((Date.now() - item.env.received_at) / 1000))
+  }
+
+  #count(decision: Decision): void {
+    this.#metrics.records.inc({ object: decision.object, decision: decision.decision })
+    for (const e of decision.evaluations) this.#metrics.evaluations.inc({ rule_id: e.rule_id, outcome: e.outcome })
+    const now = Date.now()
+    for (const failure of decision.errors) {
+      const key = `${failure.rule_id}@${failure.rule_version}`
+      if (now - (this.#errorsLoggedAt.get(key) ?? 0) < ERROR_LOG_INTERVAL_MS) continue
+      this.#errorsLoggedAt.set(key, now)
+      this.#opts.log.warn(
+        { ...failure, record_id: decision.record_id },
+        'rule expression failed; the outcome is an error for this rule (logged once a minute per rule)',
+      )
+    }
+  }
+
+  /** A newer rule set on file: swap it in, or, when it reads other features, rebuild the windows they need first. */
+  async #reload(): Promise<void> {
+    const stored = this.#opts.rules.current()
+    if (this.#stopping || stored.version === this.#ruleSet.version) return
+    const next = compileStoredRuleSet(stored)
+    const sameFeatures = JSON.stringify(next.allFeatures()) === JSON.stringify(this.#ruleSet.allFeatures())
+    if (!sameFeatures) await this.#halt()
+    this.#ruleSet = next
+    if (!sameFeatures) await this.#run()
+    this.#opts.log.info({ version: next.version, rebuilt: !sameFeatures }, 'rule stage: rule set loaded')
+  }
+
+  #failed(generation: number, partition: number, err: unknown): void {
+    if (generation !== this.#generation || this.#stopping) return
+    this.#generation++
+    this.#metrics.restarts.inc()
+    this.#opts.log.error({ err, partition }, 'rule stage: could not publish an outcome; starting over from the last acked records')
+    void this.#inTurn(async () => {
+      await this.#halt()
+      for (let delay = 500; !this.#stopping; delay = Math.min(delay * 2, MAX_RESTART_DELAY_MS)) {
+        try {
+          await this.#run()
+          return
+        } catch (restartErr) {
+          this.#opts.log.error({ err: restartErr }, `rule stage: restart failed; trying again in ${delay} ms`)
+          await this.#halt()
+          await sleep(delay)
+        }
+      }
+    })
+  }
+}
+
+interface RunnerDeps {
+  /** Evaluates a message; resolves once its outcomes are stored; `poison` for a message that is not a record. */
+  handle: (msg: JsMsg) => Promise<unknown> | 'poison'
+  onFailure: (err: unknown) => void
+  maxInFlight: number
+}
+
+/**
+ * One partition's consumer: messages are evaluated one after another in stream order, their outcomes
+ * published without waiting, and each message acked once its own outcomes and every earlier message's are
+ * stored. After a failure nothing more is acked: every later message is nak'd.
+ */
+class PartitionRunner {
+  readonly #consumer: Consumer
+  readonly #deps: RunnerDeps
+  #messages?: ConsumerMessages
+  #loop?: Promise<void>
+  #settled: Promise<void> = Promise.resolve()
+  #failed = false
+
+  constructor(consumer: Consumer, deps: RunnerDeps) {
+    this.#consumer = consumer
+    this.#deps = deps
+  }
+
+  async start(): Promise<void> {
+    this.#messages = await this.#consumer.consume({ max_messages: this.#deps.maxInFlight })
+    this.#loop = this.#consume(this.#messages)
+  }
+
+  async #consume(messages: ConsumerMessages): Promise<void> {
+    for await (const msg of messages) {
+      if (this.#failed) {
+        msg.nak()
+        continue
+      }
+      let outcome: Promise<unknown> | 'poison'
+      try {
+        outcome = this.#deps.handle(msg)
+      } catch (err) {
+        outcome = Promise.reject(err)
+      }
+      this.#settled = Promise.all([this.#settled, outcome]).then(
+        () => {
+          if (this.#failed) msg.nak()
+          else if (outcome === 'poison') msg.term('undecodable envelope')
+          else msg.ack()
+        },
+        (err) => {
+          msg.nak()
+          if (this.#failed) return
+          this.#failed = true
+          this.#deps.onFailure(err)
+        },
+      )
+    }
+  }
+
+  /** Stops taking messages and waits until what it took is acked (or nak'd). */
+  async stop(): Promise<void> {
+    await this.#messages?.close()
+    await this.#loop
+    await this.#settled
+  }
+}

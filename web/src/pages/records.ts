@@ -1,0 +1,304 @@
+import { html } from 'htm/preact'
+import { useEffect, useState } from 'preact/hooks'
+import { type ApiError, api } from '../api.ts'
+import { exampleCommand } from '../examples.ts'
+import { live, useLiveEvent } from '../live.ts'
+import { href, navigate, type Route } from '../router.ts'
+import { primaryObject, useSigned } from '../session.ts'
+import type { Alert, FieldSpec, ObjectSchemaDoc, RecordPage, RecordView, SchemaVersion } from '../types.ts'
+import { Badge, Card, CodeBlock, DECISION_TONE, Empty, ErrorBox, formatTime, Loading, SEVERITY_TONE, timeAgo, useApi, useNow } from '../ui.ts'
+
+const PAGE_SIZE = 50
+/** Rows kept on screen: the page plus what arrived live since. */
+const MAX_ROWS = 500
+
+interface Row extends RecordView {
+  /** Set on rows that arrived through the live feed, for the highlight. */
+  arrived?: number
+}
+
+/** Filters live in the page's address (`?f.country=DE`), so a filtered view can be bookmarked and shared. */
+function filtersOf(params: URLSearchParams): [string, string][] {
+  return [...params.entries()].filter(([k]) => k.startsWith('f.')).map(([k, v]) => [k.slice(2), v])
+}
+
+function paramsWith(route: Route, change: Record<string, string | undefined>): Record<string, string | undefined> {
+  return { ...Object.fromEntries(route.params.entries()), ...change }
+}
+
+/** Column order: the record's id, its time, then the other fields as the schema lists them. */
+function columnsOf(schema: ObjectSchemaDoc): string[] {
+  const rest = Object.keys(schema.fields).filter((f) => f !== schema.id_field && f !== schema.time_field)
+  return [schema.id_field, ...(schema.time_field ? [schema.time_field] : []), ...rest]
+}
+
+function matches(data: Record<string, unknown>, recordId: string, filters: [string, string][]): boolean {
+  return filters.every(([field, value]) => (field === 'record_id' ? recordId === value : String(data[field] ?? '') === value))
+}
+
+function Cell(props: { value: unknown; spec?: FieldSpec }) {
+  const { value, spec } = props
+  if (value === null || value === undefined) return html`<span class="muted">—</span>`
+  if (spec?.type === 'timestamp' && typeof value === 'string') return html`<span title=${value}>${formatTime(value)}</span>`
+  if (typeof value === 'boolean') return value ? 'yes' : 'no'
+  if (typeof value === 'object') {
+    const text = JSON.stringify(value)
+    return html`<code title=${text}>${text.length > 40 ? `${text.slice(0, 40)}…` : text}</code>`
+  }
+  const text = String(value)
+  return text.length > 48 ? html`<span title=${text}>${text.slice(0, 48)}…</span>` : text
+}
+
+function RecordAlerts(props: { object: string; recordId: string }) {
+  const { routes } = useSigned()
+  const stored = useApi<{ alerts: Alert[] }>(routes.has('GET /alerts') ? `/alerts?object=${encodeURIComponent(props.object)}&limit=1000` : null)
+  if (!routes.has('GET /alerts')) return html`<p class="muted">Rule outcomes are not available in this build.</p>`
+  const seen = new Map<string, Alert>()
+  for (const a of [...live.recentAlerts, ...(stored.data?.alerts ?? [])]) if (a.record_id === props.recordId) seen.set(a.rule_id, a)
+  const alerts = [...seen.values()]
+  if (stored.loading && alerts.length === 0) return html`<${Loading} />`
+  if (alerts.length === 0)
+    return html`<p class="muted">No rule fired on this record${stored.data ? ' (among the latest 1,000 alerts of this object)' : ''}.</p>`
+  // Every alert of one record carries the record's decision.
+  const { decision } = alerts[0]
+  return html`<div data-testid="record-alerts">
+    <p>Decision <${Badge} tone=${DECISION_TONE[decision]}>${decision}</${Badge}>
+      <span class="muted">· score ${alerts.reduce((n, a) => n + a.score, 0)} from ${alerts.length} rule${alerts.length === 1 ? '' : 's'}</span></p>
+    <ul class="alert-list">${alerts.map(
+      (a) => html`<li><${Badge} tone=${SEVERITY_TONE[a.severity]}>${a.severity}</${Badge}>
+        <a href=${href(['alerts'], { rule: a.rule_id })}>${a.rule_name ?? a.rule_id}</a> <span class="muted">+${a.score}</span></li>`,
+    )}</ul>
+  </div>`
+}
+
+/** The side panel of one record: its envelope, its fields, and what the rules made of it. */
+function RecordDetail(props: { object: string; recordId: string; schema: ObjectSchemaDoc; rows: Row[]; onClose: () => void }) {
+  const { object, recordId } = props
+  const [stored, setStored] = useState<RecordView | null>()
+  const [error, setError] = useState<ApiError>()
+  const shown = props.rows.find((r) => r.record_id === recordId)
+  // A record that just arrived may not be stored yet: ask again until the sink has it, for its seq and stored time.
+  useEffect(() => {
+    let active = true
+    let tries = 0
+    setStored(undefined)
+    setError(undefined)
+    const load = () =>
+      api<RecordPage>('GET', `/records/${object}?view=history&limit=1&record_id=${encodeURIComponent(recordId)}`).then(
+        (page) => {
+          if (!active) return
+          setStored(page.records[0] ?? null)
+          if (!page.records[0] && ++tries < 10) setTimeout(load, 300)
+        },
+        (err: ApiError) => active && setError(err),
+      )
+    load()
+    return () => {
+      active = false
+    }
+  }, [object, recordId])
+  const record = stored ?? shown
+  const copy = () => record && navigator.clipboard?.writeText(JSON.stringify(record.data, null, 2))
+  return html`<aside class="drawer" data-testid="record-detail">
+    <header class="drawer-head">
+      <div><div class="muted small">${object}</div><h2><code>${String(record?.data[props.schema.id_field] ?? recordId)}</code></h2></div>
+      <button class="btn small ghost" onClick=${props.onClose} aria-label="Close">✕</button>
+    </header>
+    ${error && html`<${ErrorBox} error=${error} />`}
+    ${
+      !record
+        ? stored === null
+          ? html`<p class="muted">No stored record has id ${recordId}.</p>`
+          : html`<${Loading} />`
+        : html`
+      <h3 class="sub-head">Envelope</h3>
+      <dl class="kv">
+        <dt>Record id</dt><dd><code>${record.record_id}</code></dd>
+        <dt>Source</dt><dd>${record.source}</dd>
+        <dt>Batch job</dt><dd>${record.job_id ? html`<a href=${href(['jobs'], { job: record.job_id })}><code>${record.job_id}</code></a>` : html`<span class="muted">none</span>`}</dd>
+        <dt>Schema version</dt><dd><a href=${href(['schemas', object], { version: String(record.schema_version) })}>v${record.schema_version}</a></dd>
+        <dt>Received</dt><dd title=${record.received_at}>${formatTime(record.received_at)}</dd>
+        <dt>Stored</dt><dd>${stored ? html`<span title=${stored.stored_at}>${formatTime(stored.stored_at)}</span>` : html`<span class="muted">not yet queryable</span>`}</dd>
+        <dt>Stream seq</dt><dd>${stored?.seq ?? html`<span class="muted">—</span>`}</dd>
+      </dl>
+      <h3 class="sub-head">Rule outcome</h3>
+      <${RecordAlerts} object=${object} recordId=${recordId} />
+      <h3 class="sub-head">Fields <button class="btn small ghost" onClick=${copy}>Copy JSON</button></h3>
+      <dl class="kv">
+        ${columnsOf(props.schema)
+          .concat(Object.keys(record.data).filter((k) => !(k in props.schema.fields)))
+          .map((f) => {
+            const value = record.data[f]
+            return html`<dt>${f}</dt><dd>${value === null || value === undefined ? html`<span class="muted">null</span>` : typeof value === 'object' ? html`<pre>${JSON.stringify(value, null, 2)}</pre>` : String(value)}</dd>`
+          })}
+      </dl>`
+    }
+  </aside>`
+}
+
+function FilterBar(props: { route: Route; columns: string[]; filters: [string, string][] }) {
+  const [field, setField] = useState(props.columns[0] ?? 'record_id')
+  const [value, setValue] = useState('')
+  const { route } = props
+  const add = (e: Event) => {
+    e.preventDefault()
+    if (!value.trim()) return
+    navigate(route.path, paramsWith(route, { [`f.${field}`]: value.trim(), record: undefined }))
+    setValue('')
+  }
+  const remove = (f: string) => navigate(route.path, paramsWith(route, { [`f.${f}`]: undefined }))
+  return html`<form class="filter-bar" onSubmit=${add}>
+    <select value=${field} onChange=${(e: Event) => setField((e.target as HTMLSelectElement).value)} aria-label="Field">
+      ${['record_id', ...props.columns].map((c) => html`<option value=${c}>${c}</option>`)}
+    </select>
+    <span class="muted">=</span>
+    <input type="text" placeholder="value" value=${value} onInput=${(e: Event) => setValue((e.target as HTMLInputElement).value)} aria-label="Value" data-testid="filter-value" />
+    <button class="btn small" type="submit">Add filter</button>
+    ${props.filters.map(
+      ([f, v]) =>
+        html`<span class="chip">${f} = <b>${v}</b><button type="button" onClick=${() => remove(f)} aria-label=${`Remove filter ${f}`}>✕</button></span>`,
+    )}
+  </form>`
+}
+
+export function RecordsPage(props: { route: Route }) {
+  const { route } = props
+  const { objects } = useSigned()
+  const object = route.path[1] ?? primaryObject(objects)
+  const view = route.params.get('view') === 'history' ? 'history' : 'current'
+  const filters = filtersOf(route.params)
+  const selected = route.params.get('record') ?? undefined
+  const now = useNow(5000)
+  const schema = useApi<SchemaVersion>(object ? `/schema/${object}` : null)
+  // A new version (an added field, say) shows as a new column at once.
+  useLiveEvent('schema', (change) => change.object === object && schema.reload())
+  const query = `/records/${object}?limit=${PAGE_SIZE}&view=${view}${filters.map(([f, v]) => `&${encodeURIComponent(f)}=${encodeURIComponent(v)}`).join('')}`
+  const [rows, setRows] = useState<Row[]>([])
+  const [cursor, setCursor] = useState<string>()
+  const [status, setStatus] = useState<{ loading: boolean; error?: ApiError }>({ loading: true })
+  const [paused, setPaused] = useState(false)
+  const [held, setHeld] = useState<Row[]>([])
+
+  useEffect(() => {
+    let active = true
+    setRows([])
+    setHeld([])
+    setCursor(undefined)
+    setStatus({ loading: true })
+    api<RecordPage>('GET', query).then(
+      (page) => {
+        if (!active) return
+        setRows(page.records)
+        setCursor(page.next_cursor)
+        setStatus({ loading: false })
+      },
+      (error: ApiError) => active && setStatus({ loading: false, error }),
+    )
+    return () => {
+      active = false
+    }
+  }, [query])
+
+  const idField = schema.data?.schema.id_field
+  const addLive = (incoming: Row[]) =>
+    setRows((current) => {
+      const ids = new Set(incoming.map((r) => r.record_id))
+      // In the current view a newer version of a record replaces the row of the same id.
+      const keys = view === 'current' && idField ? new Set(incoming.map((r) => String(r.data[idField]))) : undefined
+      const kept = current.filter((r) => !ids.has(r.record_id) && !(keys && idField && keys.has(String(r.data[idField]))))
+      return [...incoming, ...kept].slice(0, MAX_ROWS)
+    })
+
+  useLiveEvent('record', ({ record }) => {
+    if (record.object !== object || !matches(record.data, record.record_id, filters)) return
+    const row: Row = { ...record, arrived: Date.now() }
+    if (paused) setHeld((h) => [row, ...h].slice(0, MAX_ROWS))
+    else addLive([row])
+  })
+
+  const resume = () => {
+    addLive(held)
+    setHeld([])
+    setPaused(false)
+  }
+
+  const loadOlder = () => {
+    if (!cursor) return
+    setStatus({ loading: true })
+    api<RecordPage>('GET', `${query}&cursor=${cursor}`).then(
+      (page) => {
+        setRows((current) => [...current, ...page.records])
+        setCursor(page.next_cursor)
+        setStatus({ loading: false })
+      },
+      (error: ApiError) => setStatus({ loading: false, error }),
+    )
+  }
+
+  if (!object) return html`<${Empty} title="No object types on file">Create one on the Schemas page.</${Empty}>`
+  const doc = schema.data?.schema
+  const columns = doc ? columnsOf(doc) : []
+  const select = (recordId: string | undefined) => navigate(route.path, paramsWith(route, { record: recordId }))
+
+  return html`<div class=${`records-page ${selected ? 'with-drawer' : ''}`}>
+    <nav class="tabs">
+      ${objects.map((o) => html`<a href=${href(['records', o], { view: view === 'history' ? 'history' : undefined })} class=${o === object ? 'tab active' : 'tab'}>${o}</a>`)}
+    </nav>
+    <${Card} testid="records-card">
+      <div class="toolbar">
+        <div class="segmented" role="group" aria-label="View">
+          <a href=${href(['records', object], paramsWith(route, { view: undefined, record: undefined }))} class=${view === 'current' ? 'seg active' : 'seg'}
+            title="The latest version of each record">Current</a>
+          <a href=${href(['records', object], paramsWith(route, { view: 'history', record: undefined }))} class=${view === 'history' ? 'seg active' : 'seg'}
+            title="Every version ever stored">History</a>
+        </div>
+        ${doc && html`<${FilterBar} route=${route} columns=${columns} filters=${filters} />`}
+        <div class="toolbar-right">
+          ${
+            paused
+              ? html`<button class="btn small primary" onClick=${resume} data-testid="resume-live">▶ Resume${held.length ? ` (${held.length} new)` : ''}</button>`
+              : html`<button class="btn small" onClick=${() => setPaused(true)} title="Stop adding arriving records to the table">❚❚ Pause live</button>`
+          }
+        </div>
+      </div>
+      ${status.error && html`<${ErrorBox} error=${status.error} title="Records could not be loaded" />`}
+      ${schema.error && html`<${ErrorBox} error=${schema.error} title="The schema could not be loaded" />`}
+      ${
+        rows.length === 0
+          ? status.loading || !doc
+            ? html`<${Loading} />`
+            : filters.length > 0
+              ? html`<${Empty} title="No records match these filters">
+                  <p>Filters compare whole values. <a href=${href(['records', object], { view: view === 'history' ? 'history' : undefined })}>Clear the filters</a>.</p>
+                </${Empty}>`
+              : html`<${Empty} title=${`No ${object} records yet`} testid="records-empty">
+                  <p>New ${object} records appear here the moment they arrive. Send one with an ingest or admin key:</p>
+                  <${CodeBlock} text=${exampleCommand(doc)} />
+                  <p class="muted small">Or stream sample data: <code>npx sluice demo --key $KEY --rate 20</code>. Many at once: the Batch jobs page.</p>
+                </${Empty}>`
+          : html`<div class="table-scroll">
+            <table class="data records" data-testid="records-table">
+              <thead><tr><th>Received</th>${columns.map((c) => html`<th class=${doc?.fields[c]?.type === 'number' || doc?.fields[c]?.type === 'integer' ? 'num' : ''}>${c}</th>`)}<th>Source</th></tr></thead>
+              <tbody>
+                ${rows.map(
+                  (
+                    r,
+                  ) => html`<tr key=${r.record_id} class=${`${r.arrived && now - r.arrived < 3000 ? 'flash' : ''} ${r.record_id === selected ? 'selected' : ''}`}
+                    onClick=${() => select(r.record_id)} data-record-id=${r.record_id}>
+                    <td class="nowrap" title=${r.received_at}>${timeAgo(r.received_at, now)}</td>
+                    ${columns.map((c) => html`<td class=${doc?.fields[c]?.type === 'number' || doc?.fields[c]?.type === 'integer' ? 'num' : ''}><${Cell} value=${r.data[c]} spec=${doc?.fields[c]} /></td>`)}
+                    <td>${r.source}</td>
+                  </tr>`,
+                )}
+              </tbody>
+            </table>
+          </div>
+          <div class="table-foot">
+            <span class="muted small">${rows.length} shown, newest first${paused ? ' · live updates paused' : ' · live'}</span>
+            ${cursor && html`<button class="btn small" onClick=${loadOlder} disabled=${status.loading}>${status.loading ? 'Loading…' : 'Load older'}</button>`}
+          </div>`
+      }
+    </${Card}>
+    ${selected && doc && html`<${RecordDetail} object=${object} recordId=${selected} schema=${doc} rows=${rows} onClose=${() => select(undefined)} />`}
+  </div>`
+}
