@@ -1,11 +1,11 @@
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { type Static, Type } from '@sinclair/typebox'
-import { stringify as csvStringify } from 'csv-stringify'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { type BatchJob, BatchJobStore, FINAL_STATES, JOB_STATES } from '../../storage/index.ts'
 import { createJobForPayload, payloadFormatOf, storePayload } from '../batch/upload.ts'
 import { SluiceError } from '../errors.ts'
+import { errorReportCsv } from '../files/index.ts'
 import type { IngressDeps } from './app.ts'
 import { problem } from './route-schemas.ts'
 
@@ -204,14 +204,7 @@ export function registerBatchRoutes(app: FastifyInstance, deps: IngressDeps): vo
       const rows = jobs.iterateErrors(job.id)
       const asCsv = (request.headers.accept ?? '').includes('text/csv')
       reply.header('content-disposition', `attachment; filename="${job.id}-errors.${asCsv ? 'csv' : 'ndjson'}"`)
-      if (asCsv) {
-        const csv = csvStringify({ header: true, columns: ['row', 'record_key', 'pointer', 'message'] })
-        ;(async () => {
-          for (const row of rows) if (!csv.write(row)) await new Promise((r) => csv.once('drain', r))
-          csv.end()
-        })().catch((err) => csv.destroy(err))
-        return reply.type('text/csv; charset=utf-8').send(csv)
-      }
+      if (asCsv) return reply.type('text/csv; charset=utf-8').send(errorReportCsv(rows))
       const lines = (function* () {
         for (const row of rows) yield `${JSON.stringify(row)}\n`
       })()
