@@ -37,6 +37,7 @@ const HOUR_MS = 3_600_000
 const MINUTE_MS = 60_000
 /** A failing expression is logged at most this often per rule version; every failure is counted. */
 const ERROR_LOG_INTERVAL_MS = 60_000
+const FIRST_RESTART_DELAY_MS = 500
 const MAX_RESTART_DELAY_MS = 30_000
 
 function ruleStageMetrics(registry: Registry) {
@@ -91,6 +92,9 @@ export class RuleStage {
   #runners: PartitionRunner[] = []
   #subscription?: Subscription
   #stopping = false
+  /** Aborts a restart's wait when the stage stops. */
+  readonly #stopped = new AbortController()
+  #failuresInARow = 0
   /** Bumped on every (re)start, so a failure reported by an earlier run's runner is ignored. */
   #generation = 0
   /** start, stop, reloads and restarts take turns. */
@@ -110,6 +114,7 @@ export class RuleStage {
 
   async stop(): Promise<void> {
     this.#stopping = true
+    this.#stopped.abort()
     this.#subscription?.unsubscribe()
     await this.#inTurn(() => this.#halt())
     // The acks just sent must reach the server before the connection closes, or the next start redoes them.
@@ -188,6 +193,7 @@ export class RuleStage {
       const after = info.ack_floor.stream_seq
       await jsm.consumers.delete(stream, durable)
       info = await jsm.consumers.add(stream, { ...wanted, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 })
+      // A new consumer reports no ack floor; what the stage finished is still everything up to `after`.
       info.ack_floor.stream_seq = after
     } else if (info.config.ack_wait !== wanted.ack_wait || info.config.max_ack_pending !== wanted.max_ack_pending) {
       info = await jsm.consumers.update(stream, durable, { ack_wait: wanted.ack_wait, max_ack_pending: wanted.max_ack_pending })
@@ -206,10 +212,15 @@ export class RuleStage {
     }
     const [decision] = state.evaluate([this.#ruleSet], item)
     this.#count(decision)
-    const body = (value: unknown) => JSON.stringify(value)
-    const published: Promise<unknown>[] = [js.publish(SUBJECTS.decision(decision.object, decision.record_id), body(decision), { msgID: decision.record_id })]
-    for (const alert of alertsOf(decision)) published.push(js.publish(SUBJECTS.alert(alert.object, alert.rule_id), body(alert), { msgID: alert.alert_id }))
-    return Promise.all(published).then(() => this.#metrics.latency.observe((Date.now() - item.env.received_at) / 1000))
+    const published: Promise<unknown>[] = [
+      js.publish(SUBJECTS.decision(decision.object, decision.record_id), JSON.stringify(decision), { msgID: decision.record_id }),
+    ]
+    for (const alert of alertsOf(decision))
+      published.push(js.publish(SUBJECTS.alert(alert.object, alert.rule_id), JSON.stringify(alert), { msgID: alert.alert_id }))
+    return Promise.all(published).then(() => {
+      this.#failuresInARow = 0
+      this.#metrics.latency.observe((Date.now() - item.env.received_at) / 1000)
+    })
   }
 
   #count(decision: Decision): void {
@@ -246,14 +257,17 @@ export class RuleStage {
     this.#opts.log.error({ err, partition }, 'rule stage: could not publish an outcome; starting over from the last acked records')
     void this.#inTurn(async () => {
       await this.#halt()
-      for (let delay = 500; !this.#stopping; delay = Math.min(delay * 2, MAX_RESTART_DELAY_MS)) {
+      while (!this.#stopping) {
+        // Failing again and again (JetStream away) waits longer each time; an outcome stored resets it.
+        const delay = Math.min(FIRST_RESTART_DELAY_MS * 2 ** this.#failuresInARow++, MAX_RESTART_DELAY_MS)
+        await sleep(delay, undefined, { signal: this.#stopped.signal }).catch(() => {})
+        if (this.#stopping) return
         try {
           await this.#run()
           return
         } catch (restartErr) {
-          this.#opts.log.error({ err: restartErr }, `rule stage: restart failed; trying again in ${delay} ms`)
+          this.#opts.log.error({ err: restartErr }, 'rule stage: restart failed; trying again')
           await this.#halt()
-          await sleep(delay)
         }
       }
     })

@@ -75,9 +75,23 @@ export const RuleSetDocSchema = Type.Object(
 )
 export type RuleSetDoc = Static<typeof RuleSetDocSchema>
 
-/** Fills the document's defaults (a copy), so rules compare equal whether or not a default was spelt out. */
+/** What GET /rules adds to a rule set document; a document read that way may be saved back as it is. */
+const RULE_SET_METADATA = ['version', 'created_at', 'created_by', 'changes'] as const
+const RULE_METADATA = ['version', 'updated_at', 'updated_by'] as const
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
+
+/**
+ * A copy of the document without what GET /rules adds (versions, who and when) and with its defaults filled,
+ * so rules compare equal whether or not a default was spelt out.
+ */
 export function withRuleDefaults(doc: unknown): unknown {
-  return Value.Default(RuleSetDocSchema, Value.Clone(doc))
+  const copy = Value.Clone(doc)
+  if (isObject(copy)) {
+    for (const key of RULE_SET_METADATA) delete copy[key]
+    if (Array.isArray(copy.rules)) for (const rule of copy.rules) if (isObject(rule)) for (const key of RULE_METADATA) delete rule[key]
+  }
+  return Value.Default(RuleSetDocSchema, copy)
 }
 
 /** One rule as stored: its definition, and which version of it this is, made when and by whom. */
@@ -145,10 +159,24 @@ function toRule(row: RuleRow): StoredRule {
   }
 }
 
-/** The definition alone, in a fixed key order, so two definitions compare by their JSON. */
-function definitionKey(rule: RuleDefinition): string {
-  const { id, name, description, object, order, when, score, severity, tags, stop, mode, enabled, features } = rule
-  return JSON.stringify({ id, name, description, object, order, when, score, severity, tags, stop, mode, enabled, features })
+/** Whether two rules have the same definition (versions and key order aside). */
+function sameDefinition(a: RuleDefinition, b: RuleDefinition): boolean {
+  const definition = ({ id, name, description, object, order, when, score, severity, tags, stop, mode, enabled, features }: RuleDefinition) => ({
+    id,
+    name,
+    description,
+    object,
+    order,
+    when,
+    score,
+    severity,
+    tags,
+    stop,
+    mode,
+    enabled,
+    features,
+  })
+  return Value.Equal(definition(a), definition(b))
 }
 
 const RULE_COLUMNS = `rv.*, rs.created_at, rs.created_by FROM rule_versions rv JOIN rule_sets rs ON rs.version = rv.rule_set_version`
@@ -216,7 +244,7 @@ export class RuleStore {
         const writes: { rule: RuleDefinition; removed: boolean; version: number }[] = []
         for (const rule of doc.rules) {
           const old = previous.get(rule.id)
-          if (old && definitionKey(old) === definitionKey(rule)) continue
+          if (old && sameDefinition(old, rule)) continue
           const version = (latestVersion.get(rule.id) as { v: number }).v + 1
           changes.push({ rule_id: rule.id, change: old ? 'changed' : 'added', version })
           writes.push({ rule, removed: false, version })
@@ -227,7 +255,7 @@ export class RuleStore {
           changes.push({ rule_id: old.id, change: 'removed', version: old.version + 1 })
           writes.push({ rule: old, removed: true, version: old.version + 1 })
         }
-        const thresholdsChanged = JSON.stringify(before.thresholds) !== JSON.stringify(doc.thresholds)
+        const thresholdsChanged = !Value.Equal(before.thresholds, doc.thresholds)
         if (changes.length === 0 && !thresholdsChanged && before.version > 0) return { changes, applied: true }
         const version = before.version + 1
         const now = new Date().toISOString()

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { DeliverPolicy, jetstream } from '@nats-io/jetstream'
+import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
 import t from 'tap'
 import { generate } from '../fixtures/generator.ts'
@@ -91,7 +91,10 @@ t.test('rule stage in a running Sluice', async (t) => {
         { rule_id: 'odd-amount', change: 'added', version: 1 },
       ],
     })
-    t.match(await (await s.request('GET', '/rules')).json(), { version: 2, rules: Array })
+    const current = await (await s.request('GET', '/rules')).json()
+    t.match(current, { version: 2, rules: [{ version: Number, updated_at: String, updated_by: String }] })
+    const putBack = (await (await s.request('PUT', '/rules', current)).json()) as { version: number; changes: unknown[] }
+    t.same([putBack.version, putBack.changes], [2, []], 'what GET /rules answers may be PUT back unchanged')
     const decided = await eventually(async () => {
       const { body } = await post(s, 'transaction', { ...bases.transaction, transaction_id: `tx-odd-${Date.now()}`, amount: 77.7 }, '?decision=sync')
       return (body.decision as { fired: { rule_id: string }[] }).fired.length > 0 ? body.decision : undefined
@@ -147,6 +150,26 @@ t.test('rule stage in a running Sluice', async (t) => {
     )
     const shadow = (await (await s.request('GET', '/alerts?mode=shadow')).json()) as { alerts: unknown[] }
     t.same(shadow.alerts, [], 'no shadow hit among these records')
+  })
+
+  t.test("an outcome JetStream does not store is nak'd, and the record is evaluated again once it does", async (t) => {
+    const jsm = await jetstreamManager(nc)
+    const { config } = await jsm.streams.info(STREAMS.alerts.name)
+    await jsm.streams.delete(STREAMS.alerts.name)
+    const { body } = await post(s, 'transaction', { ...bases.transaction, transaction_id: 'tx-retried', account_id: 'acc-frozen' })
+    // The failed publish shows when JetStream's publish times out (5 s); then the stage starts over.
+    await eventually(async () => {
+      const metrics = await (await s.request('GET', '/metrics')).text()
+      return /^sluice_rule_stage_restarts_total [1-9]/m.test(metrics) ? true : undefined
+    }, 15_000)
+    await jsm.streams.add(config)
+    const stored = await eventually(async () => {
+      const msg = await jsm.streams
+        .getMessage(STREAMS.alerts.name, { last_by_subj: SUBJECTS.alert('transaction', 'account-closed-or-frozen') })
+        .catch(() => null)
+      return msg?.json<Alert>().record_id === body.record_id ? msg.json<Alert>() : undefined
+    }, 15_000)
+    t.match(stored, { rule_id: 'account-closed-or-frozen', decision: 'block' }, 'the alert is stored after all')
   })
 })
 
