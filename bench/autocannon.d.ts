@@ -7,6 +7,8 @@ declare module 'autocannon' {
     headers?: Record<string, string>
     body?: string | Buffer
     idReplacement?: boolean
+    /** Per-request hooks; `setupRequest` may replace the body of each request. */
+    requests?: { setupRequest?: (request: Record<string, unknown>) => Record<string, unknown> }[]
     connections?: number
     pipelining?: number
     /** Seconds. */

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import autocannon, { type Result as LoadResult } from 'autocannon'
+import { generateOf } from '../fixtures/generator.ts'
 import type { BenchResult, Figure, Target } from './report.ts'
 import { freePort, startServerProcess } from './server-process.ts'
 
@@ -21,7 +22,7 @@ export const INGEST_TARGETS = {
   freshnessP99Ms: { op: '<', value: 1000 },
 } as const satisfies Record<string, Target>
 
-/** A complete, valid transaction; every request changes only transaction_id, since identical bodies are deduplicated. */
+/** A complete, valid transaction for the freshness probe; each probe changes transaction_id, since identical bodies are deduplicated. */
 const SAMPLE_TRANSACTION = {
   transaction_id: 't-1',
   account_id: 'acc-1',
@@ -44,8 +45,22 @@ const SAMPLE_TRANSACTION = {
   description: null,
   metadata: null,
 }
-/** autocannon puts a unique id in place of `[<id>]` in every request it sends. */
-const LOAD_BODY = JSON.stringify({ ...SAMPLE_TRANSACTION, transaction_id: 't-[<id>]' })
+/**
+ * The load: realistic transactions from the seeded generator (thousands of accounts, their own times spread over
+ * simulated weeks), so the rule stage's velocity windows hold what a real account's would. Every body is distinct,
+ * since identical bodies are deduplicated. Enough for the warm-ups and loads of both servers at the targets.
+ */
+const LOAD_POOL_SIZE = 400_000
+let loadPool: string[] | undefined
+let nextLoadBody = 0
+function loadBodies(): string[] {
+  if (loadPool) return loadPool
+  loadPool = []
+  for (const record of generateOf('transaction', { seed: 17, accounts: 5000, days: Number.POSITIVE_INFINITY })) {
+    if (loadPool.push(JSON.stringify(record)) >= LOAD_POOL_SIZE) break
+  }
+  return loadPool
+}
 
 const progress = (message: string) => process.stderr.write(`ingest: ${message}\n`)
 
@@ -59,8 +74,14 @@ function runLoad(url: string, headers: Record<string, string>, seconds: number):
     url: `${url}/transaction`,
     method: 'POST',
     headers: { ...headers, 'content-type': 'application/json' },
-    body: LOAD_BODY,
-    idReplacement: true,
+    requests: [
+      {
+        setupRequest: (request: Record<string, unknown>) => {
+          const pool = loadBodies()
+          return { ...request, body: pool[nextLoadBody++ % pool.length] }
+        },
+      },
+    ],
     connections: LOAD.connections,
     pipelining: LOAD.pipelining,
     duration: seconds,

@@ -11,10 +11,11 @@ import {
   type JetStreamManager,
   type JsMsg,
 } from '@nats-io/jetstream'
-import { type NatsConnection, nanos, type Subscription } from '@nats-io/transport-node'
+import { headers, type NatsConnection, nanos, type Subscription } from '@nats-io/transport-node'
 import { Counter, Histogram, type Registry } from 'prom-client'
 import type { SluiceConfig } from '../pipeline/config.ts'
 import type { Logger } from '../pipeline/logger.ts'
+import { StreamPublisher } from '../pipeline/stream-publisher.ts'
 import { RULE_CONSUMERS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
 import type { Decision, RuleStore, SchemaRegistry } from '../storage/index.ts'
 import { type CompiledRuleSet, compileStoredRuleSet } from './rule-set.ts'
@@ -101,9 +102,13 @@ export class RuleStage {
   #turn: Promise<void> = Promise.resolve()
   readonly #errorsLoggedAt = new Map<string, number>()
 
+  /** Decisions and alerts go out on the same hot path as records (see pipeline/stream-publisher.ts for why). */
+  readonly #outcomes: StreamPublisher
+
   constructor(opts: RuleStageOptions) {
     this.#opts = opts
     this.#metrics = ruleStageMetrics(opts.metrics)
+    this.#outcomes = new StreamPublisher(opts.nc, { timeoutMs: 5000 })
   }
 
   async start(): Promise<void> {
@@ -119,6 +124,7 @@ export class RuleStage {
     await this.#inTurn(() => this.#halt())
     // The acks just sent must reach the server before the connection closes, or the next start redoes them.
     await this.#opts.nc.flush().catch(() => {})
+    this.#outcomes.close()
   }
 
   #inTurn(task: () => Promise<void>): Promise<void> {
@@ -203,7 +209,7 @@ export class RuleStage {
 
   /** Evaluates one record and publishes its outcomes; resolves once JetStream stored them all. */
   #handle(state: RuleState, msg: JsMsg): Promise<unknown> | 'poison' {
-    const { js, registry, log } = this.#opts
+    const { registry, log } = this.#opts
     const item = stageRecordOf(msg, registry)
     if (!item) {
       log.error({ seq: msg.seq, subject: msg.subject }, 'rule stage: undecodable message terminated')
@@ -212,15 +218,19 @@ export class RuleStage {
     }
     const [decision] = state.evaluate([this.#ruleSet], item)
     this.#count(decision)
-    const published: Promise<unknown>[] = [
-      js.publish(SUBJECTS.decision(decision.object, decision.record_id), JSON.stringify(decision), { msgID: decision.record_id }),
-    ]
-    for (const alert of alertsOf(decision))
-      published.push(js.publish(SUBJECTS.alert(alert.object, alert.rule_id), JSON.stringify(alert), { msgID: alert.alert_id }))
+    const published: Promise<unknown>[] = [this.#publish(SUBJECTS.decision(decision.object, decision.record_id), decision, decision.record_id)]
+    for (const alert of alertsOf(decision)) published.push(this.#publish(SUBJECTS.alert(alert.object, alert.rule_id), alert, alert.alert_id))
     return Promise.all(published).then(() => {
       this.#failuresInARow = 0
       this.#metrics.latency.observe((Date.now() - item.env.received_at) / 1000)
     })
+  }
+
+  /** Publishes an outcome with its id as the JetStream message id, so a re-evaluated record adds no second copy. */
+  #publish(subject: string, outcome: object, id: string): Promise<unknown> {
+    const h = headers()
+    h.set('Nats-Msg-Id', id)
+    return this.#outcomes.publish(subject, Buffer.from(JSON.stringify(outcome)), h)
   }
 
   #count(decision: Decision): void {
