@@ -11,7 +11,7 @@ import { promisify } from 'node:util'
 import { DuckDBInstance } from '@duckdb/node-api'
 import { writeCsv } from '../fixtures/generate.ts'
 import type { BenchResult, Figure, Target } from './report.ts'
-import { freePort, startServerProcess } from './server-process.ts'
+import { withSluiceServe } from './server-process.ts'
 
 /** One CSV upload of this many transactions; status polled, server memory sampled, while the job runs. */
 const BATCH = { records: 1_000_000, pollEveryMs: 200, rssEveryMs: 100, timelineEveryMs: 1000, progressEveryMs: 5000, timeoutMs: 20 * 60_000 } as const
@@ -264,35 +264,12 @@ async function measureRunningSluice(
 }
 
 async function measureSluice(adminKey: string, csvPath: string): Promise<SluiceMeasurements> {
-  const port = await freePort()
-  const dataDir = mkdtempSync(join(tmpdir(), 'sluice-bench-'))
-  const removeDataDir = () => rmSync(dataDir, { recursive: true, force: true })
-  process.once('exit', removeDataDir)
-  // The bench's own settings only: an inherited NATS_URL or SLUICE_CONFIG would measure some other setup.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'NATS_URL' && !name.startsWith('SLUICE_')))
-  try {
-    progress('starting sluice serve')
-    const server = await startServerProcess({
-      name: 'sluice serve',
-      args: ['bin/sluice.js', 'serve'],
-      env: { ...env, SLUICE_DATA_DIR: dataDir, SLUICE_HTTP_PORT: String(port), SLUICE_ADMIN_KEY: adminKey, SLUICE_LOG_LEVEL: 'warn' },
-      url: `http://127.0.0.1:${port}/healthz`,
-    })
-    let measured: SluiceMeasurements
-    try {
-      const pids = { sluice: server.pid, nats: await natsServerPid(server.pid) }
-      measured = await measureRunningSluice(`http://127.0.0.1:${port}`, { authorization: `Bearer ${adminKey}` }, csvPath, pids)
-    } catch (err) {
-      await server.stop()
-      throw err
-    }
-    const exitCode = await server.stop()
-    if (exitCode !== 0) measured.problems.push(`sluice serve exited with ${exitCode} on SIGTERM:\n${server.output()}`)
-    return measured
-  } finally {
-    process.off('exit', removeDataDir)
-    removeDataDir()
-  }
+  progress('starting sluice serve')
+  const { result, problems } = await withSluiceServe(adminKey, async (sluice) =>
+    measureRunningSluice(sluice.url, sluice.headers, csvPath, { sluice: sluice.pid, nats: await natsServerPid(sluice.pid) }),
+  )
+  result.problems.push(...problems)
+  return result
 }
 
 /** Differences between what the job should have counted and what it did. */

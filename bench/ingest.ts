@@ -1,13 +1,10 @@
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import autocannon, { type Result as LoadResult } from 'autocannon'
 import { generateOf } from '../fixtures/generator.ts'
 import type { BenchResult, Figure, Target } from './report.ts'
-import { freePort, startServerProcess } from './server-process.ts'
+import { freePort, startServerProcess, withSluiceServe } from './server-process.ts'
 
 /** The load both servers get: keep-alive connections, one request in flight on each. */
 const LOAD = { connections: 50, pipelining: 1, warmupSeconds: 2, seconds: 10 } as const
@@ -258,36 +255,10 @@ async function measureRunningSluice(sluice: SluiceClient): Promise<SluiceMeasure
 }
 
 async function measureSluice(adminKey: string): Promise<SluiceMeasurements> {
-  const port = await freePort()
-  const dataDir = mkdtempSync(join(tmpdir(), 'sluice-bench-'))
-  const removeDataDir = () => rmSync(dataDir, { recursive: true, force: true })
-  // Also when a Ctrl-C ends the bench midway (run.ts stops the servers first, then exits).
-  process.once('exit', removeDataDir)
-  // The bench's own settings only: an inherited NATS_URL or SLUICE_CONFIG would measure some other setup.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'NATS_URL' && !name.startsWith('SLUICE_')))
-  try {
-    progress('starting sluice serve')
-    const server = await startServerProcess({
-      name: 'sluice serve',
-      args: ['bin/sluice.js', 'serve'],
-      env: { ...env, SLUICE_DATA_DIR: dataDir, SLUICE_HTTP_PORT: String(port), SLUICE_ADMIN_KEY: adminKey, SLUICE_LOG_LEVEL: 'warn' },
-      // Sluice starts ingress after NATS and the sink, so an answer on its port means all of it is up.
-      url: `http://127.0.0.1:${port}/healthz`,
-    })
-    let measured: SluiceMeasurements
-    try {
-      measured = await measureRunningSluice(new SluiceClient(`http://127.0.0.1:${port}`, { authorization: `Bearer ${adminKey}` }))
-    } catch (err) {
-      await server.stop()
-      throw err
-    }
-    const exitCode = await server.stop()
-    if (exitCode !== 0) measured.problems.push(`sluice serve exited with ${exitCode} on SIGTERM:\n${server.output()}`)
-    return measured
-  } finally {
-    process.off('exit', removeDataDir)
-    removeDataDir()
-  }
+  progress('starting sluice serve')
+  const { result, problems } = await withSluiceServe(adminKey, (sluice) => measureRunningSluice(new SluiceClient(sluice.url, sluice.headers)))
+  result.problems.push(...problems)
+  return result
 }
 
 /** Single-record HTTP ingest: Sluice against a bare fastify server, end-to-end throughput and freshness. */

@@ -21,7 +21,7 @@ import {
 } from '../rules/index.ts'
 import { type DecisionName, openStateDb, SchemaRegistry } from '../storage/index.ts'
 import type { BenchResult, Figure, Target } from './report.ts'
-import { freePort, startServerProcess } from './server-process.ts'
+import { type BenchSluice, withSluiceServe } from './server-process.ts'
 
 /** Generated history the rule sets run over: about 40,000 records with every fraud pattern. */
 const DATA = { seed: 42, accounts: 500, days: 14, fraudShare: 0.05 } as const
@@ -285,25 +285,21 @@ interface LatencyFigures {
 
 /** POST to alert received by a NATS subscriber, and POST ?decision=sync round trips, against `sluice serve`. */
 async function measureLatency(): Promise<LatencyFigures> {
-  const port = await freePort()
-  const dataDir = mkdtempSync(join(tmpdir(), 'sluice-bench-'))
   const adminKey = `bench_admin_${randomBytes(16).toString('hex')}`
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'NATS_URL' && !name.startsWith('SLUICE_')))
-  const figures: LatencyFigures = { alert_ms: [], async_ms: [], sync_ms: [], sync_pending: 0, problems: [] }
   progress('starting sluice serve')
-  const server = await startServerProcess({
-    name: 'sluice serve',
-    args: ['bin/sluice.js', 'serve'],
-    env: { ...env, SLUICE_DATA_DIR: dataDir, SLUICE_HTTP_PORT: String(port), SLUICE_ADMIN_KEY: adminKey, SLUICE_LOG_LEVEL: 'warn' },
-    url: `http://127.0.0.1:${port}/healthz`,
-  })
-  const nc = await connect({ servers: readFileSync(join(dataDir, EMBEDDED_NATS_URL_FILE), 'utf8') })
+  const { result, problems } = await withSluiceServe(adminKey, (sluice) => measureLatencyOf(sluice))
+  result.problems.push(...problems)
+  return result
+}
+
+async function measureLatencyOf(sluice: BenchSluice): Promise<LatencyFigures> {
+  const figures: LatencyFigures = { alert_ms: [], async_ms: [], sync_ms: [], sync_pending: 0, problems: [] }
+  const nc = await connect({ servers: readFileSync(join(sluice.dataDir, EMBEDDED_NATS_URL_FILE), 'utf8') })
   try {
-    const url = `http://127.0.0.1:${port}`
     const post = async (object: string, record: unknown, query = '') => {
-      const res = await fetch(`${url}/${object}${query}`, {
+      const res = await fetch(`${sluice.url}/${object}${query}`, {
         method: 'POST',
-        headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+        headers: { ...sluice.headers, 'content-type': 'application/json' },
         body: JSON.stringify(record),
       })
       const body = (await res.json()) as { record_id: string; decision?: { status: string } }
@@ -344,9 +340,6 @@ async function measureLatency(): Promise<LatencyFigures> {
     }
   } finally {
     await nc.close()
-    const exitCode = await server.stop()
-    if (exitCode !== 0) figures.problems.push(`sluice serve exited with ${exitCode} on SIGTERM:\n${server.output()}`)
-    rmSync(dataDir, { recursive: true, force: true })
   }
   return figures
 }

@@ -1,5 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 
@@ -107,4 +110,47 @@ export async function startServerProcess(opts: {
 /** Stops every server still running (after an error or on a signal). */
 export async function stopAllServerProcesses(): Promise<void> {
   await Promise.all([...running.values()].map((stop) => stop()))
+}
+
+/** A running `sluice serve` as a bench measures it. */
+export interface BenchSluice {
+  url: string
+  pid: number
+  dataDir: string
+  /** Authorization with the admin key. */
+  headers: Record<string, string>
+}
+
+/**
+ * Runs `measure` against `sluice serve` on a fresh data dir and a free port, with the bench's own settings only
+ * (an inherited NATS_URL or SLUICE_CONFIG would measure some other setup), then stops it and removes the data
+ * dir, also when a Ctrl-C ends the bench midway. A non-zero exit on SIGTERM comes back as a problem.
+ */
+export async function withSluiceServe<T>(adminKey: string, measure: (sluice: BenchSluice) => Promise<T>): Promise<{ result: T; problems: string[] }> {
+  const port = await freePort()
+  const dataDir = mkdtempSync(join(tmpdir(), 'sluice-bench-'))
+  const removeDataDir = () => rmSync(dataDir, { recursive: true, force: true })
+  process.once('exit', removeDataDir)
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'NATS_URL' && !name.startsWith('SLUICE_')))
+  try {
+    const server = await startServerProcess({
+      name: 'sluice serve',
+      args: ['bin/sluice.js', 'serve'],
+      env: { ...env, SLUICE_DATA_DIR: dataDir, SLUICE_HTTP_PORT: String(port), SLUICE_ADMIN_KEY: adminKey, SLUICE_LOG_LEVEL: 'warn' },
+      // Sluice starts ingress after NATS and the other roles, so an answer on its port means all of it is up.
+      url: `http://127.0.0.1:${port}/healthz`,
+    })
+    let result: T
+    try {
+      result = await measure({ url: `http://127.0.0.1:${port}`, pid: server.pid, dataDir, headers: { authorization: `Bearer ${adminKey}` } })
+    } catch (err) {
+      await server.stop()
+      throw err
+    }
+    const exitCode = await server.stop()
+    return { result, problems: exitCode === 0 ? [] : [`sluice serve exited with ${exitCode} on SIGTERM:\n${server.output()}`] }
+  } finally {
+    process.off('exit', removeDataDir)
+    removeDataDir()
+  }
 }
