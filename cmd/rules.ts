@@ -7,13 +7,13 @@ import { type ConfigInput, DEFAULT_SCHEMAS_DIR, EMBEDDED_NATS_URL_FILE, isSluice
 import {
   checkRuleSet,
   compileStoredRuleSet,
-  evaluateRecords,
   type PlainRecord,
   type ReplayReport,
   readRuleSetFile,
   rebuildAnalytics,
   replayRules,
   saveRuleSet,
+  testRuleSet,
 } from '../rules/index.ts'
 import { type Alert, AnalyticsStore, type Decision, openStateDb, RuleOutcomeStore, RuleStore, SchemaRegistry } from '../storage/index.ts'
 
@@ -171,11 +171,11 @@ export function registerRuleCommands(program: Command, configFrom: (overrides?: 
     .option('--json', 'the decision as JSON')
     .action(async (file: string, opts: { record: string; object: string; before?: string; json?: boolean }, cmd: Command) => {
       const ws = workspace(configFrom())
-      const { ruleSet } = await orExit(cmd, () => checkRuleSet(readRuleSetFile(file), ruleChecks(ws)))
       const before = (opts.before ? parseJsonOption(cmd, 'before', opts.before) : []) as PlainRecord[]
       const record = parseJsonOption(cmd, 'record', opts.record) as Record<string, unknown>
-      const decisions = evaluateRecords(ruleSet, ws.registry, [...before, { object: opts.object, record }], stateOptions(ws.config))
-      const decision = decisions[decisions.length - 1]
+      const decision = await orExit(cmd, () =>
+        testRuleSet(readRuleSetFile(file), { object: opts.object, record, before }, { ...ruleChecks(ws), ...stateOptions(ws.config) }),
+      )
       console.log(opts.json ? JSON.stringify(decision) : describeDecision(decision))
     })
 

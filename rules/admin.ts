@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { SluiceError } from '../pipeline/errors.ts'
-import type { RuleChange, RuleSetDoc, RuleSetVersion, RuleStore, SchemaRegistry } from '../storage/index.ts'
+import type { Decision, RuleChange, RuleSetDoc, RuleSetVersion, RuleStore, SchemaRegistry } from '../storage/index.ts'
 import { type CompiledRuleSet, validateRuleSet } from './rule-set.ts'
+import { evaluateRecords, type PlainRecord, type StateOptions } from './rule-state.ts'
 
 /** The rule set a fresh Sluice starts with (docs/rules.md describes each rule). */
 export const DEFAULT_RULES_FILE = fileURLToPath(new URL('../fixtures/rules/default.json', import.meta.url))
@@ -32,6 +33,24 @@ export function checkRuleSet(input: unknown, opts: Omit<SaveOptions, 'actor'>): 
   if (checked.ok) return checked
   const where = checked.errors.map((e) => e.pointer || '/').join(', ')
   throw new SluiceError('SLUICE_INVALID_RULES', `the rule set is invalid; problems at: ${where}`, { errors: checked.errors })
+}
+
+/** What `sluice rules test` and POST /rules/test evaluate: a record, and the records taken in before it. */
+export interface RuleTest {
+  object: string
+  record: Record<string, unknown>
+  /** The account, its activity, earlier transactions: taken in first, in order. Default none. */
+  before?: readonly PlainRecord[]
+}
+
+/**
+ * The decision the rule stage would make on one record under the rule set document `input`, with fresh
+ * state holding only `test.before`; throws SLUICE_INVALID_RULES like checkRuleSet.
+ */
+export function testRuleSet(input: unknown, test: RuleTest, opts: Omit<SaveOptions, 'actor'> & StateOptions): Decision {
+  const { ruleSet } = checkRuleSet(input, opts)
+  const decisions = evaluateRecords(ruleSet, opts.registry, [...(test.before ?? []), { object: test.object, record: test.record }], opts)
+  return decisions[decisions.length - 1]
 }
 
 /**

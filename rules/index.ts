@@ -1,4 +1,4 @@
-export { checkRuleSet, DEFAULT_RULES_FILE, loadDefaultRules, readRuleSetFile, type SaveOptions, saveRuleSet } from './admin.ts'
+export { checkRuleSet, DEFAULT_RULES_FILE, loadDefaultRules, type RuleTest, readRuleSetFile, type SaveOptions, saveRuleSet, testRuleSet } from './admin.ts'
 export { awaitDecision } from './decision-waiter.ts'
 export { decide, evaluateRules, type RuleSetOutcome } from './engine.ts'
 export type { ExpressionContext } from './expressions.ts'

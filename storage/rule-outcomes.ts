@@ -105,6 +105,8 @@ export interface RuleStats {
 export interface AlertQuery {
   object?: string
   rule_id?: string
+  /** Only the hits on this record. */
+  record_id?: string
   /** `live` (default) or `shadow` hits. */
   mode?: 'live' | 'shadow'
   limit: number
@@ -346,6 +348,7 @@ export class RuleOutcomeStore {
     for (const [column, value] of [
       ['object', q.object],
       ['rule_id', q.rule_id],
+      ['record_id', q.record_id],
     ] as const) {
       if (value === undefined) continue
       where.push(`${column} = ?`)

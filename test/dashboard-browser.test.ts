@@ -181,6 +181,17 @@ t.test('the dashboard in Debian Chromium', async (t) => {
     await shot('rules')
     await page.click('table.rules tbody tr:first-child td:nth-child(2)')
     await page.waitForSelector('[data-testid=rule-editor]')
+    if (routes.has('POST /rules/test')) {
+      await page.fill('[data-testid=rule-test-record]', JSON.stringify(transaction('tx-rule-test')))
+      await page.click('[data-testid=rule-test-run]')
+      await page.waitForSelector('[data-testid=rule-test-result]')
+      t.match(
+        await page.textContent('[data-testid=rule-test-result]'),
+        /Decision\s*(approve|review|block).*score \d+.*(hit|miss|error)/s,
+        'Test shows the decision and each rule',
+      )
+      await shot('rule-test')
+    }
     await page.fill('[data-testid=rule-when]', 'record.amount > 100.0 &&\n  record.country ==')
     await provoke(async () => {
       await page.click('[data-testid=save-rule]')

@@ -76,6 +76,29 @@ t.test('rule stage in a running Sluice', async (t) => {
     t.notOk((await post(s, 'transaction', { ...bases.transaction, transaction_id: 'tx-async' })).body.decision, 'no decision without decision=sync')
   })
 
+  t.test('POST /rules/test answers the decision a rule set would make on one record, storing nothing', async (t) => {
+    const test = async (body: Record<string, unknown>) => {
+      const res = await s.request('POST', '/rules/test', body)
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> }
+    }
+    const history = [{ object: 'account', record: frozen }]
+    const hit = await test({ record: { ...bases.transaction, account_id: 'acc-frozen' }, object: 'transaction', history })
+    t.equal(hit.status, 200)
+    t.match(hit.body, { decision: 'block', score: 100, fired: [{ rule_id: 'account-closed-or-frozen', score: 100 }], errors: [] })
+    t.match(
+      (hit.body.evaluations as { rule_id: string }[]).find((e) => e.rule_id === 'account-closed-or-frozen'),
+      { outcome: 'hit' },
+      'every rule has its outcome',
+    )
+    const miss = await test({ record: bases.transaction })
+    t.match(miss, { status: 200, body: { decision: 'approve', score: 0, fired: [] } }, 'object defaults to transaction, rules to the live set')
+    t.ok((miss.body.evaluations as { outcome: string }[]).every((e) => e.outcome === 'miss'))
+    const rules = { ...DEFAULT_RULES, rules: [{ id: 'x', name: 'x', object: 'transaction', order: 1, when: 'record.amount >' }] }
+    const bad = await test({ rules, record: bases.transaction })
+    t.equal(bad.status, 400)
+    t.match(bad.body, { code: 'SLUICE_INVALID_RULES', errors: [{ pointer: '/rules/0/when', message: /^line 1, column 16: / }] })
+  })
+
   t.test('PUT /rules refuses an invalid rule set with the position of the error, and a valid one takes effect', async (t) => {
     const bad = await s.request('PUT', '/rules', { rules: [{ id: 'x', name: 'x', object: 'transaction', order: 1, when: 'record.amount >' }] })
     t.equal(bad.status, 400)
@@ -139,6 +162,9 @@ t.test('rule stage in a running Sluice', async (t) => {
       return body.alerts.length >= 3 ? body : undefined
     })
     t.match(page.alerts[0], { rule_id: 'account-closed-or-frozen', mode: 'live', decision: 'block', account_id: 'acc-frozen', object: 'transaction' })
+    const recordId = page.alerts[1].record_id as string
+    const one = (await (await s.request('GET', `/alerts?record_id=${encodeURIComponent(recordId)}`)).json()) as { alerts: { record_id: string }[] }
+    t.ok(one.alerts.length >= 1 && one.alerts.every((a) => a.record_id === recordId), "record_id keeps only that record's hits")
     const stats = (await (await s.request('GET', '/rules/stats?since_minutes=60')).json()) as {
       decisions: Record<string, number>
       rules: { rule_id: string; evaluations: number; hits: number; mean_micros: number }[]

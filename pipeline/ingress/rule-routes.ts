@@ -2,7 +2,7 @@ import type { JetStreamManager } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { type Static, Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
-import { awaitDecision, saveRuleSet } from '../../rules/index.ts'
+import { awaitDecision, saveRuleSet, testRuleSet } from '../../rules/index.ts'
 import { RULE_ID_PATTERN, RuleDefinitionSchema, type RuleStore, ThresholdsSchema } from '../../storage/index.ts'
 import type { SluiceConfig } from '../config.ts'
 import { SUBJECTS } from '../streams.ts'
@@ -82,10 +82,29 @@ const RuleChangeSchema = Type.Object({
   change: Type.Union([Type.Literal('added'), Type.Literal('changed'), Type.Literal('removed')]),
   version: Type.Integer(),
 })
+const PlainRecordSchema = Type.Object({ object: ObjectParams.properties.object, record: Type.Record(Type.String(), Type.Unknown()) })
+const RuleTestBody = Type.Object(
+  {
+    rules: Type.Optional(Type.Unknown({ description: 'a rule set document (docs/rules.md); default: the live rule set' })),
+    record: Type.Record(Type.String(), Type.Unknown(), { description: 'the record to decide on' }),
+    object: Type.String({ ...ObjectParams.properties.object, default: 'transaction' }),
+    history: Type.Array(PlainRecordSchema, {
+      default: [],
+      maxItems: 10_000,
+      description: 'records taken in first, in order (the account, its activity, earlier transactions), like `sluice rules test --before`',
+    }),
+  },
+  { additionalProperties: false },
+)
+const TestDecisionSchema = Type.Record(Type.String(), Type.Unknown(), {
+  description:
+    'the decision the rule stage would make: decision, score, tags, fired, shadow_hits, errors, evaluations (every rule with its outcome), features (docs/rules.md)',
+})
 const StatsQuery = Type.Object({ since_minutes: Type.Integer({ minimum: 1, maximum: 60 * 24 * 90, default: 1440 }) })
 const AlertsQuery = Type.Object({
   object: Type.Optional(ObjectParams.properties.object),
   rule: Type.Optional(Type.String({ pattern: RULE_ID_PATTERN })),
+  record_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'only the hits on this record' })),
   mode: Type.Union([Type.Literal('live'), Type.Literal('shadow')], { default: 'live' }),
   limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
   cursor: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'next_cursor of the previous page' })),
@@ -157,6 +176,32 @@ export function registerRuleRoutes(app: FastifyInstance, deps: IngressDeps): voi
     },
   )
 
+  app.post<{ Body: Static<typeof RuleTestBody> }>(
+    '/rules/test',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        tags: ['rules'],
+        summary: 'The decision a rule set (default: the live one) makes on one record; what `sluice rules test` does, nothing is stored',
+        body: RuleTestBody,
+        response: { 200: TestDecisionSchema, 400: problem },
+      },
+    },
+    async (request) => {
+      const { rules: doc, record, object, history } = request.body
+      return testRuleSet(
+        doc ?? rules.store.current(),
+        { object, record, before: history },
+        {
+          registry,
+          retentionDays: config.streams.recordRetentionDays,
+          activityWindowMs: config.rules.activityWindowHours * 3_600_000,
+          lateMs: config.rules.lateArrivalMinutes * 60_000,
+        },
+      )
+    },
+  )
+
   app.get<{ Querystring: Static<typeof StatsQuery> }>(
     '/rules/stats',
     {
@@ -183,8 +228,8 @@ export function registerRuleRoutes(app: FastifyInstance, deps: IngressDeps): voi
       },
     },
     async (request) => {
-      const { object, rule, mode, limit, cursor } = request.query
-      return queries.request(SUBJECTS.queryAlerts, { object, rule_id: rule, mode, limit, before: cursor === undefined ? undefined : Number(cursor) })
+      const { object, rule, record_id, mode, limit, cursor } = request.query
+      return queries.request(SUBJECTS.queryAlerts, { object, rule_id: rule, record_id, mode, limit, before: cursor === undefined ? undefined : Number(cursor) })
     },
   )
 }

@@ -115,6 +115,18 @@ export interface Alert {
   evaluated_at: string
 }
 
+/** What `POST /rules/test` answers: the decision the rule stage would make on one record. */
+export interface TestDecision {
+  decision: DecisionName
+  score: number
+  tags: string[]
+  fired: { rule_id: string; score: number; features: Record<string, number> }[]
+  shadow_hits: { rule_id: string; features: Record<string, number> }[]
+  errors: { rule_id: string; message: string }[]
+  stopped_by: string | null
+  evaluations: { rule_id: string; rule_version: number; outcome: 'hit' | 'shadow_hit' | 'miss' | 'error' }[]
+}
+
 export interface RuleDefinition {
   id: string
   name: string

@@ -51,14 +51,17 @@ function Cell(props: { value: unknown; spec?: FieldSpec }) {
 
 function RecordAlerts(props: { object: string; recordId: string }) {
   const { routes } = useSigned()
-  const stored = useApi<{ alerts: Alert[] }>(routes.has('GET /alerts') ? `/alerts?object=${encodeURIComponent(props.object)}&limit=1000` : null)
+  const stored = useApi<{ alerts: Alert[] }>(
+    routes.has('GET /alerts') ? `/alerts?object=${encodeURIComponent(props.object)}&record_id=${encodeURIComponent(props.recordId)}&limit=1000` : null,
+  )
   if (!routes.has('GET /alerts')) return html`<p class="muted">Rule outcomes are not available in this build.</p>`
+  // Live alerts cover hits the analytics store has not taken in yet.
   const seen = new Map<string, Alert>()
   for (const a of [...live.recentAlerts, ...(stored.data?.alerts ?? [])]) if (a.record_id === props.recordId) seen.set(a.rule_id, a)
   const alerts = [...seen.values()]
   if (stored.loading && alerts.length === 0) return html`<${Loading} />`
-  if (alerts.length === 0)
-    return html`<p class="muted">No rule fired on this record${stored.data ? ' (among the latest 1,000 alerts of this object)' : ''}.</p>`
+  if (stored.error && alerts.length === 0) return html`<${ErrorBox} error=${stored.error} title="Rule outcomes could not be loaded" />`
+  if (alerts.length === 0) return html`<p class="muted">No rule fired on this record.</p>`
   // Every alert of one record carries the record's decision.
   const { decision } = alerts[0]
   return html`<div data-testid="record-alerts">

@@ -3,8 +3,23 @@ import { useEffect, useRef, useState } from 'preact/hooks'
 import { ApiError, api, type FieldError } from '../api.ts'
 import { href, navigate, type Route } from '../router.ts'
 import { isAdmin, primaryObject, useSigned } from '../session.ts'
-import type { RuleCounters, RuleDefinition, RuleSet, RuleStats, StoredRule } from '../types.ts'
-import { Badge, Card, CodeBlock, Empty, ErrorBox, formatNumber, Loading, NeedsAdmin, NotAvailable, SEVERITY_TONE, useApi, useToast } from '../ui.ts'
+import type { RuleCounters, RuleDefinition, RuleSet, RuleStats, StoredRule, TestDecision } from '../types.ts'
+import {
+  Badge,
+  Card,
+  CodeBlock,
+  DECISION_TONE,
+  Empty,
+  ErrorBox,
+  formatNumber,
+  Loading,
+  NeedsAdmin,
+  NotAvailable,
+  SEVERITY_TONE,
+  type Tone,
+  useApi,
+  useToast,
+} from '../ui.ts'
 
 const SEVERITIES = ['low', 'medium', 'high', 'critical'] as const
 const PERIODS = [
@@ -44,6 +59,8 @@ function RuleEditor(props: {
   creating: boolean
   objects: string[]
   save: (rule: RuleDefinition) => Promise<FieldError[] | undefined>
+  /** The rule set document with this rule as edited, for POST /rules/test; undefined without that route. */
+  testDoc?: (rule: RuleDefinition) => unknown
   remove?: () => void
   onClose: () => void
 }) {
@@ -142,16 +159,73 @@ function RuleEditor(props: {
       </div>
     </form>
     <h3 class="sub-head">Test against a record</h3>
-    <${RuleTest} />
+    ${
+      props.testDoc
+        ? html`<${RuleTest} rule=${rule} doc=${() => props.testDoc?.({ ...rule, features: featuresOrSaved(featuresText, rule.features) })} />`
+        : html`<${NotAvailable} feature="Testing a rule in the page">
+            <p>Test rules from a file against a record with the CLI:</p>
+            <${CodeBlock} text="npx sluice rules test rules.json --record '{&quot;transaction_id&quot;: &quot;tx-1&quot;, ...}'" />
+          </${NotAvailable}>`
+    }
   </aside>`
 }
 
-/** The rules API has no endpoint to evaluate one rule on a given record yet; until it has, the CLI does it. */
-function RuleTest() {
-  return html`<${NotAvailable} feature="Testing a rule in the page">
-    <p>Test rules from a file against a record with the CLI:</p>
-    <${CodeBlock} text="npx sluice rules test rules.json --record '{&quot;transaction_id&quot;: &quot;tx-1&quot;, ...}'" />
-  </${NotAvailable}>`
+/** The features being typed when they are JSON, else the ones the rule had. */
+function featuresOrSaved(text: string, saved: RuleDefinition['features']): RuleDefinition['features'] {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return saved
+  }
+}
+
+const OUTCOME_TONE: Record<string, Tone> = { hit: 'warn', shadow_hit: 'info', miss: 'muted', error: 'bad' }
+
+/** Runs the whole rule set, with this rule as edited and not yet saved, on a record typed in (POST /rules/test). */
+function RuleTest(props: { rule: RuleDefinition; doc: () => unknown }) {
+  const [recordText, setRecordText] = useState('{\n  \n}')
+  const [result, setResult] = useState<TestDecision>()
+  const [error, setError] = useState<ApiError | Error>()
+  const [running, setRunning] = useState(false)
+  const run = async () => {
+    setError(undefined)
+    setResult(undefined)
+    let record: unknown
+    try {
+      record = JSON.parse(recordText)
+    } catch (err) {
+      return setError(new Error(`The record is not JSON: ${(err as Error).message}`))
+    }
+    setRunning(true)
+    try {
+      setResult(await api<TestDecision>('POST', '/rules/test', { rules: props.doc(), record, object: props.rule.object }))
+    } catch (err) {
+      setError(err as Error)
+    } finally {
+      setRunning(false)
+    }
+  }
+  const failures = new Map(result?.errors.map((e) => [e.rule_id, e.message]))
+  return html`<div class="stack" data-testid="rule-test">
+    <label class="block">Record <span class="hint">JSON, a <code>${props.rule.object}</code> as it would be posted; evaluated with no earlier records</span>
+      <textarea class="mono" rows="6" spellcheck="false" data-testid="rule-test-record" value=${recordText}
+        onInput=${(e: Event) => setRecordText((e.target as HTMLTextAreaElement).value)}></textarea>
+    </label>
+    <div class="form-actions"><span class="spacer"></span>
+      <button type="button" class="btn" disabled=${running} onClick=${run} data-testid="rule-test-run">${running ? 'Testing…' : 'Test'}</button></div>
+    ${error && html`<${ErrorBox} error=${error} title="The test did not run" />`}
+    ${
+      result &&
+      html`<div data-testid="rule-test-result">
+        <p>Decision <${Badge} tone=${DECISION_TONE[result.decision]}>${result.decision}</${Badge}> <span class="muted">· score ${result.score}</span></p>
+        <table class="data"><thead><tr><th>Rule</th><th>Outcome</th><th></th></tr></thead><tbody>${result.evaluations.map(
+          (e) => html`<tr class=${e.rule_id === props.rule.id ? 'selected' : ''}><td><code>${e.rule_id}</code></td>
+            <td><${Badge} tone=${OUTCOME_TONE[e.outcome]}>${e.outcome.replace('_', ' ')}</${Badge}></td>
+            <td class="muted">${failures.get(e.rule_id) ?? ''}</td></tr>`,
+        )}</tbody></table>
+      </div>`
+    }
+  </div>`
 }
 
 function Counter(props: { value: number | undefined; tone?: 'bad' }) {
@@ -268,6 +342,10 @@ export function RulesPage(props: { route: Route }) {
     const own = `/rules/${index}`
     return problems?.map((e) => (e.pointer.startsWith(`${own}/`) ? { ...e, pointer: e.pointer.slice(own.length) } : e))
   }
+  const testDoc = (original: string | undefined) => (rule: RuleDefinition) => {
+    const others = definitions().filter((r) => r.id !== original && r.id !== rule.id)
+    return { thresholds: ruleSet.data?.thresholds ?? {}, rules: [...others, rule] }
+  }
   const removeRule = async (id: string) => {
     if (!confirm(`Delete rule ${id}? Its history stays on file.`)) return
     const problems = await put(
@@ -313,7 +391,8 @@ export function RulesPage(props: { route: Route }) {
       edited &&
       admin &&
       html`<${RuleEditor} key=${editing} rule=${'version' in edited ? definitionOf(edited as StoredRule) : edited} creating=${editing === 'new'} objects=${objects}
-        save=${saveRule(editing === 'new' ? undefined : editing)} remove=${editing !== 'new' ? () => removeRule(editing as string) : undefined}
+        save=${saveRule(editing === 'new' ? undefined : editing)} testDoc=${routes.has('POST /rules/test') ? testDoc(editing === 'new' ? undefined : editing) : undefined}
+        remove=${editing !== 'new' ? () => removeRule(editing as string) : undefined}
         onClose=${() => navigate(['rules'])} />`
     }
     ${toast}
