@@ -124,6 +124,11 @@ t.test('sluice rules, alerts tail and replay from the command line', async (t) =
       const { alerts } = await count('/alerts?limit=1000')
       return alerts && alerts.length >= 2 ? alerts.length : undefined
     })
+    // Decisions can be stored before the sink has written the last records: wait until it has taken them all.
+    await eventually(async () => {
+      const ready = (await (await s.request('GET', '/readyz')).json()) as { checks: { sink_lag?: { detail?: number } } }
+      return ready.checks.sink_lag?.detail === 0 ? true : undefined
+    })
     const recordsBefore = (await count('/records/transaction?view=history&limit=1000')).records?.length
     await s.stop()
     const { stdout } = await runCli(['replay', '--rebuild-analytics'], env)
