@@ -15,73 +15,22 @@ export interface Session {
   expires_at?: string
 }
 
-export type FieldType = 'string' | 'integer' | 'number' | 'boolean' | 'timestamp' | 'json'
-export const FIELD_TYPES: FieldType[] = ['string', 'integer', 'number', 'boolean', 'timestamp', 'json']
+// The API's own types, imported as types only: the bundle gets none of storage/'s code, and the two cannot drift.
+import type { FieldType, RecordView, RuleCounters } from '../../storage/index.ts'
 
-export interface FieldSpec {
-  type: FieldType
-  nullable?: boolean
-  description?: string
-  enum?: string[]
-  pattern?: string
-  maxLength?: number
-  minimum?: number
-  maximum?: number
-}
+export type {
+  FieldSpec,
+  FieldType,
+  ObjectSchemaDoc,
+  ObjectStats,
+  RecordPage,
+  RecordView,
+  RuleCounters,
+  SchemaChange,
+  SchemaVersion,
+} from '../../storage/index.ts'
 
-export interface ObjectSchemaDoc {
-  object: string
-  description?: string
-  id_field: string
-  time_field?: string
-  fields: Record<string, FieldSpec>
-}
-
-export type SchemaChange =
-  | { op: 'add_field'; field: string; spec: FieldSpec }
-  | { op: 'remove_field'; field: string; spec: FieldSpec }
-  | { op: 'make_nullable'; field: string }
-  | { op: 'make_required'; field: string }
-  | { op: 'change_type'; field: string; from: FieldType; to: FieldType }
-  | { op: 'change_constraints'; field: string; from: FieldSpec; to: FieldSpec }
-  | { op: 'change_meta'; what: 'id_field' | 'time_field' | 'description'; from?: string; to?: string }
-
-export interface SchemaVersion {
-  object: string
-  version: number
-  schema: ObjectSchemaDoc
-  created_at: string
-  created_by: string
-  reason: 'default' | 'manual' | 'auto'
-  trigger_record_id?: string | null
-  diff: SchemaChange[]
-}
-
-/** A stored record, `GET /records/:object`. */
-export interface RecordView {
-  record_id: string
-  seq?: number
-  received_at: string
-  stored_at?: string
-  source: string
-  schema_version: number
-  job_id: string | null
-  data: Record<string, unknown>
-}
-
-export interface RecordPage {
-  object: string
-  records: RecordView[]
-  next_cursor?: string
-}
-
-export interface ObjectStats {
-  object: string
-  total: number
-  rate_per_second: number
-  last_received_at: string | null
-  freshness_ms: number | null
-}
+export const FIELD_TYPES: readonly FieldType[] = ['string', 'integer', 'number', 'boolean', 'timestamp', 'json']
 
 /** One second of the live feed (`GET /events`, event `tick`). */
 export interface LiveTick {
@@ -155,16 +104,6 @@ export interface RuleSet {
   created_by: string | null
   thresholds: Record<string, { review: number; block: number }>
   rules: StoredRule[]
-}
-
-export interface RuleCounters {
-  rule_id: string
-  evaluations: number
-  hits: number
-  shadow_hits: number
-  errors: number
-  mean_micros: number | null
-  max_micros: number | null
 }
 
 export interface RuleStats {

@@ -12,7 +12,8 @@ const PAGE_SIZE = 50
 /** Rows kept on screen: the page plus what arrived live since. */
 const MAX_ROWS = 500
 
-interface Row extends RecordView {
+/** A stored record, or one the live feed forwarded before the sink stored it (no sequence or store time yet). */
+interface Row extends Omit<RecordView, 'seq' | 'stored_at'>, Partial<Pick<RecordView, 'seq' | 'stored_at'>> {
   /** Set on rows that arrived through the live feed, for the highlight. */
   arrived?: number
 }
