@@ -254,40 +254,70 @@ async function measureRunningSluice(sluice: SluiceClient): Promise<SluiceMeasure
   }
 }
 
-async function measureSluice(adminKey: string): Promise<SluiceMeasurements> {
-  progress('starting sluice serve')
-  const { result, problems } = await withSluiceServe(adminKey, (sluice) => measureRunningSluice(new SluiceClient(sluice.url, sluice.headers)))
+/**
+ * The two set-ups measured: the ingest path issue #2 defines (HTTP ingress, JetStream, analytics sink) and
+ * `sluice serve` as it starts by default, which also runs the rule stage and the batch worker on every record.
+ */
+const SETUPS = [
+  { key: 'ingest_path', label: 'ingest path (roles ingress,sink)', roles: ['ingress', 'sink'] },
+  { key: 'default_serve', label: 'sluice serve (default roles, rules on every record)', roles: undefined },
+] as const
+
+async function measureSluice(adminKey: string, roles: readonly string[] | undefined): Promise<SluiceMeasurements> {
+  progress(`starting sluice serve${roles ? ` --roles ${roles.join(',')}` : ''}`)
+  const { result, problems } = await withSluiceServe(adminKey, (sluice) => measureRunningSluice(new SluiceClient(sluice.url, sluice.headers)), { roles })
   result.problems.push(...problems)
   return result
 }
 
-/** Single-record HTTP ingest: Sluice against a bare fastify server, end-to-end throughput and freshness. */
+function setupFigures(label: string, sluice: SluiceMeasurements, bareRequestsPerSecond: number): Figure[] {
+  const endToEndRecordsPerSecond = sluice.endToEndSeconds === null ? null : sluice.load.accepted_202 / sluice.endToEndSeconds
+  const queryableMs = [...sluice.freshness.queryableMs].sort((a, b) => a - b)
+  return [
+    { label: `${label}: POST /transaction`, value: sluice.load.requests_per_second, unit: 'req/s' },
+    { label: '  non-202 responses', value: sluice.load.non_202, unit: '' },
+    { label: '  requests unanswered', value: sluice.load.unanswered, unit: '' },
+    { label: '  end to end (POST to queryable)', value: endToEndRecordsPerSecond, unit: 'records/s', target: INGEST_TARGETS.endToEndRecordsPerSecond },
+    {
+      label: '  ratio to bare req/s',
+      value: sluice.load.requests_per_second / bareRequestsPerSecond,
+      unit: '',
+      decimals: 2,
+      target: INGEST_TARGETS.ratioToBare,
+    },
+    { label: '  POST latency under load p50', value: sluice.load.latency_ms.p50, unit: 'ms' },
+    { label: '  POST latency under load p99', value: sluice.load.latency_ms.p99, unit: 'ms' },
+    { label: '  freshness (POST to queryable) p50', value: percentile(queryableMs, 0.5), unit: 'ms' },
+    { label: '  freshness (POST to queryable) p99', value: percentile(queryableMs, 0.99), unit: 'ms', target: INGEST_TARGETS.freshnessP99Ms },
+  ]
+}
+
+function setupDetails(sluice: SluiceMeasurements) {
+  const endToEndRecordsPerSecond = sluice.endToEndSeconds === null ? null : sluice.load.accepted_202 / sluice.endToEndSeconds
+  const postMs = [...sluice.freshness.postMs].sort((a, b) => a - b)
+  const queryableMs = [...sluice.freshness.queryableMs].sort((a, b) => a - b)
+  return {
+    ...sluice.load,
+    stored_before_load: sluice.storedBeforeLoad,
+    end_to_end: { records: sluice.load.accepted_202, seconds: sluice.endToEndSeconds, records_per_second: endToEndRecordsPerSecond },
+    freshness_ms: { samples: queryableMs.length, p50: percentile(queryableMs, 0.5), p99: percentile(queryableMs, 0.99), max: queryableMs.at(-1) ?? null },
+    single_post_ms: { p50: percentile(postMs, 0.5), p99: percentile(postMs, 0.99) },
+  }
+}
+
+/** Single-record HTTP ingest: Sluice (two set-ups) against a bare fastify server, end-to-end throughput and freshness. */
 export async function runIngestBench(): Promise<BenchResult> {
   const adminKey = `bench_admin_${randomBytes(16).toString('hex')}`
   const bare = await measureBareServer({ authorization: `Bearer ${adminKey}` })
-  const sluice = await measureSluice(adminKey)
+  const measured: { setup: (typeof SETUPS)[number]; sluice: SluiceMeasurements }[] = []
+  for (const setup of SETUPS) measured.push({ setup, sluice: await measureSluice(adminKey, setup.roles) })
 
-  const endToEndRecordsPerSecond = sluice.endToEndSeconds === null ? null : sluice.load.accepted_202 / sluice.endToEndSeconds
-  const ratioToBare = sluice.load.requests_per_second / bare.requests_per_second
-  const postMs = [...sluice.freshness.postMs].sort((a, b) => a - b)
-  const queryableMs = [...sluice.freshness.queryableMs].sort((a, b) => a - b)
-  const freshness = { samples: queryableMs.length, p50: percentile(queryableMs, 0.5), p99: percentile(queryableMs, 0.99), max: queryableMs.at(-1) ?? null }
-
-  const figures: Figure[] = [
-    { label: 'bare fastify POST /transaction', value: bare.requests_per_second, unit: 'req/s' },
-    { label: 'Sluice POST /transaction', value: sluice.load.requests_per_second, unit: 'req/s' },
-    { label: 'Sluice non-202 responses', value: sluice.load.non_202, unit: '' },
-    { label: 'Sluice requests unanswered', value: sluice.load.unanswered, unit: '' },
-    { label: 'Sluice end to end (POST to queryable)', value: endToEndRecordsPerSecond, unit: 'records/s', target: INGEST_TARGETS.endToEndRecordsPerSecond },
-    { label: 'ratio Sluice / bare req/s', value: ratioToBare, unit: '', decimals: 2, target: INGEST_TARGETS.ratioToBare },
-    { label: 'POST latency under load p50', value: sluice.load.latency_ms.p50, unit: 'ms' },
-    { label: 'POST latency under load p99', value: sluice.load.latency_ms.p99, unit: 'ms' },
-    { label: 'freshness (POST to queryable) p50', value: freshness.p50, unit: 'ms' },
-    { label: 'freshness (POST to queryable) p99', value: freshness.p99, unit: 'ms', target: INGEST_TARGETS.freshnessP99Ms },
-  ]
   return {
     name: 'ingest',
-    figures,
+    figures: [
+      { label: 'bare fastify POST /transaction', value: bare.requests_per_second, unit: 'req/s' },
+      ...measured.flatMap(({ setup, sluice }) => setupFigures(setup.label, sluice, bare.requests_per_second)),
+    ],
     details: {
       settings: {
         connections: LOAD.connections,
@@ -299,15 +329,8 @@ export async function runIngestBench(): Promise<BenchResult> {
         freshness_poll_every_ms: FRESHNESS.pollEveryMs,
       },
       bare,
-      sluice: {
-        ...sluice.load,
-        stored_before_load: sluice.storedBeforeLoad,
-        end_to_end: { records: sluice.load.accepted_202, seconds: sluice.endToEndSeconds, records_per_second: endToEndRecordsPerSecond },
-      },
-      ratio_to_bare: ratioToBare,
-      freshness_ms: freshness,
-      single_post_ms: { p50: percentile(postMs, 0.5), p99: percentile(postMs, 0.99) },
+      ...Object.fromEntries(measured.map(({ setup, sluice }) => [setup.key, setupDetails(sluice)])),
     },
-    problems: [...loadProblems('the bare server', bare), ...sluice.problems],
+    problems: [...loadProblems('the bare server', bare), ...measured.flatMap(({ sluice }) => sluice.problems)],
   }
 }

@@ -122,11 +122,15 @@ export interface BenchSluice {
 }
 
 /**
- * Runs `measure` against `sluice serve` on a fresh data dir and a free port, with the bench's own settings only
+ * Runs `measure` against `sluice serve` (its default roles, or `roles`) on a fresh data dir and a free port, with the bench's own settings only
  * (an inherited NATS_URL or SLUICE_CONFIG would measure some other setup), then stops it and removes the data
  * dir, also when a Ctrl-C ends the bench midway. A non-zero exit on SIGTERM comes back as a problem.
  */
-export async function withSluiceServe<T>(adminKey: string, measure: (sluice: BenchSluice) => Promise<T>): Promise<{ result: T; problems: string[] }> {
+export async function withSluiceServe<T>(
+  adminKey: string,
+  measure: (sluice: BenchSluice) => Promise<T>,
+  opts: { roles?: readonly string[] } = {},
+): Promise<{ result: T; problems: string[] }> {
   const port = await freePort()
   const dataDir = mkdtempSync(join(tmpdir(), 'sluice-bench-'))
   const removeDataDir = () => rmSync(dataDir, { recursive: true, force: true })
@@ -135,7 +139,7 @@ export async function withSluiceServe<T>(adminKey: string, measure: (sluice: Ben
   try {
     const server = await startServerProcess({
       name: 'sluice serve',
-      args: ['bin/sluice.js', 'serve'],
+      args: ['bin/sluice.js', 'serve', ...(opts.roles ? ['--roles', opts.roles.join(',')] : [])],
       env: { ...env, SLUICE_DATA_DIR: dataDir, SLUICE_HTTP_PORT: String(port), SLUICE_ADMIN_KEY: adminKey, SLUICE_LOG_LEVEL: 'warn' },
       // Sluice starts ingress after NATS and the other roles, so an answer on its port means all of it is up.
       url: `http://127.0.0.1:${port}/healthz`,

@@ -1,12 +1,19 @@
-import { mkdirSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { text } from 'node:stream/consumers'
 import type { Command } from 'commander'
-import { createUploadLink, filesLayout, parseAuthorizedKeys, uploadLinkUrl } from '../pipeline/files/index.ts'
+import {
+  addSftpUser,
+  createUploadLink,
+  filesLayout,
+  MIN_SFTP_PASSWORD_LENGTH,
+  parseAuthorizedKeys,
+  SFTP_USER_NAME_RULE,
+  sftpUserView,
+  uploadLinkUrl,
+} from '../pipeline/files/index.ts'
 import { DEFAULT_SCHEMAS_DIR, isSluiceError, loadConfig, type SluiceConfig } from '../pipeline/index.ts'
 import { linkState, openStateDb, SchemaRegistry, SFTP_USER_NAME, SftpUserStore, type StateDb, UploadLinkStore } from '../storage/index.ts'
-
-const MIN_PASSWORD_LENGTH = 10
 
 /** Reads a line from the terminal without echoing it. */
 function promptHidden(question: string): Promise<string> {
@@ -43,7 +50,7 @@ async function readPassword(cmd: Command, fromStdin: boolean): Promise<string> {
     password = await promptHidden('Password: ')
     if ((await promptHidden('Again: ')) !== password) return cmd.error('the passwords differ')
   }
-  if (password.length < MIN_PASSWORD_LENGTH) return cmd.error(`a password needs at least ${MIN_PASSWORD_LENGTH} characters`)
+  if (password.length < MIN_SFTP_PASSWORD_LENGTH) return cmd.error(`a password needs at least ${MIN_SFTP_PASSWORD_LENGTH} characters`)
   return password
 }
 
@@ -65,7 +72,8 @@ export function registerFilesCommands(program: Command): void {
     .option('--password-stdin', 'set a password read from stdin (for scripts)')
     .option('--key <file>', 'authorized public keys (an OpenSSH .pub or authorized_keys file)')
     .action(async function (this: Command, name: string, opts: { password?: boolean; passwordStdin?: boolean; key?: string }) {
-      if (!SFTP_USER_NAME.test(name)) return this.error('a user name is 1-32 characters: lowercase letters, digits, _ and -, starting with a letter')
+      // Checked before a password is typed; addSftpUser checks everything again.
+      if (!SFTP_USER_NAME.test(name)) return this.error(SFTP_USER_NAME_RULE)
       if (!opts.password && !opts.passwordStdin && !opts.key) return this.error('give --password, --password-stdin or --key FILE (or both)')
       let publicKeys: string[] = []
       if (opts.key) {
@@ -79,11 +87,15 @@ export function registerFilesCommands(program: Command): void {
       const password = opts.password || opts.passwordStdin ? await readPassword(this, Boolean(opts.passwordStdin)) : undefined
       const c = config()
       const db = stateDb(c)
-      if (!new SftpUserStore(db).add({ name, password, publicKeys }))
-        return this.error(`user ${name} exists; \`sluice sftp remove ${name}\` first to change how it logs in`)
+      try {
+        addSftpUser(new SftpUserStore(db), schemaRegistry(db), c.dataDir, { name, password, publicKeys, actor: 'cli' })
+      } catch (err) {
+        if (!isSluiceError(err)) throw err
+        return this.error(
+          err.code === 'SLUICE_SFTP_USER_EXISTS' ? `user ${name} exists; \`sluice sftp remove ${name}\` first to change how it logs in` : err.message,
+        )
+      }
       const folder = join(filesLayout(c.dataDir).usersDir, name)
-      // A folder per object, so the user sees where files go.
-      for (const object of schemaRegistry(db).objects()) mkdirSync(join(folder, object), { recursive: true })
       const how = [password !== undefined && 'password', publicKeys.length && `${publicKeys.length} key${publicKeys.length > 1 ? 's' : ''}`].filter(Boolean)
       console.log(`added sftp user ${name} (${how.join(', ')}); folder ${folder}`)
     })
@@ -91,12 +103,10 @@ export function registerFilesCommands(program: Command): void {
     .command('list')
     .option('--json', 'machine-readable output')
     .action((opts: { json?: boolean }) => {
-      const users = new SftpUserStore(stateDb(config())).list().map((u) => ({
-        name: u.name,
-        password: u.password_hash !== null,
-        keys: u.public_keys.length,
-        created_at: u.created_at,
-      }))
+      const users = new SftpUserStore(stateDb(config())).list().map((u) => {
+        const { username, public_keys, ...view } = sftpUserView(u)
+        return { name: username, ...view, keys: public_keys.length }
+      })
       if (opts.json) return console.log(JSON.stringify(users))
       for (const u of users)
         console.log(`${u.name.padEnd(20)} ${u.password ? 'password' : '        '} ${String(u.keys).padStart(2)} key(s)  since ${u.created_at}`)

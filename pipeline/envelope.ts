@@ -35,12 +35,19 @@ export function partitionOf(record: Record<string, unknown>, idField: string, pa
  */
 export const newRecordId = monotonicFactory(() => Math.random())
 
-export function encodeEnvelope(env: Envelope): Uint8Array {
-  return Buffer.from(JSON.stringify(env))
+/** The envelope as JSON; `recordJson`, when the caller already has the record as JSON, is not made again. */
+export function encodeEnvelope(env: Envelope, recordJson = JSON.stringify(env.record)): Uint8Array {
+  const { record: _record, ...meta } = env
+  return Buffer.from(`${JSON.stringify(meta).slice(0, -1)},"record":${recordJson}}`)
 }
 
-export function decodeEnvelope(data: Uint8Array): Envelope {
-  const env = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8')) as Envelope
+/** A record message's data as text (the envelope's JSON). */
+export function envelopeText(data: Uint8Array): string {
+  return Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8')
+}
+
+export function decodeEnvelope(data: Uint8Array | string): Envelope {
+  const env = JSON.parse(typeof data === 'string' ? data : envelopeText(data)) as Envelope
   if (typeof env?.record_id !== 'string' || typeof env.object !== 'string' || typeof env.record !== 'object') {
     throw new Error('not a Sluice envelope')
   }

@@ -19,6 +19,8 @@ export interface AcceptOptions {
   evaluateRules?: boolean
   /** The batch job the record belongs to. */
   jobId?: string
+  /** Called with the new record's id just before it is published (sync ingest starts waiting for its decision). */
+  beforePublish?: (recordId: string) => void
 }
 
 /** What happened to one record: accepted (durably in JetStream) or rejected with every reason. A value, not an exception. */
@@ -94,6 +96,8 @@ export class RecordIngestor {
       result = validator.validate(record)
     }
     if (!result.ok) return { status: 'rejected', code: 'SLUICE_SCHEMA_MISMATCH', schema_version: validator.version, errors: result.errors }
+    opts.beforePublish?.(recordId)
+    const recordJson = JSON.stringify(record)
     const published = await this.#publisher.publish(
       {
         record_id: recordId,
@@ -105,7 +109,8 @@ export class RecordIngestor {
         ...(opts.jobId && { job_id: opts.jobId }),
         record: record as Record<string, unknown>,
       },
-      dedupId(object, record, opts.idempotencyKey),
+      recordJson,
+      dedupId(object, recordJson, opts.idempotencyKey),
       partitionOf(record as Record<string, unknown>, validator.schema.id_field, RECORD_PARTITIONS),
     )
     return { status: 'accepted', ...published, schema_version: validator.version, ...(schemaChanges && { schema_changes: schemaChanges }) }

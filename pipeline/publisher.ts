@@ -18,9 +18,9 @@ export interface PublishedRecord {
  * The message id JetStream deduplicates on: the client's Idempotency-Key when it sent one, else a hash of the
  * object and the record's content, so an identical retry is caught and a changed record is not.
  */
-export function dedupId(object: string, record: unknown, idempotencyKey?: string): string {
+export function dedupId(object: string, recordJson: string, idempotencyKey?: string): string {
   if (idempotencyKey) return `${object}:key:${idempotencyKey}`
-  return `${object}:sha256:${createHash('sha256').update(JSON.stringify(record)).digest('base64url')}`
+  return `${object}:sha256:${createHash('sha256').update(recordJson).digest('base64url')}`
 }
 
 /** Publishes envelopes to the record stream and resolves only once JetStream has stored them. */
@@ -45,7 +45,8 @@ export class RecordPublisher {
     this.#stream.close()
   }
 
-  async publish(env: Envelope, msgId: string, partition: number): Promise<PublishedRecord> {
+  /** `recordJson` is `env.record` as JSON: the caller made it for the message id already. */
+  async publish(env: Envelope, recordJson: string, msgId: string, partition: number): Promise<PublishedRecord> {
     // While disconnected nats.js would buffer the publish and send it after a reconnect, storing a record
     // whose sender was already told 503: refuse up front instead.
     if (!this.#nats.connected()) throw this.#unavailable('not connected to NATS; the record was not stored')
@@ -54,7 +55,7 @@ export class RecordPublisher {
     h.set('Nats-Msg-Id', msgId)
     let ack: StreamAck
     try {
-      ack = await this.#stream.publish(SUBJECTS.record(env.object, partition), encodeEnvelope(env), h)
+      ack = await this.#stream.publish(SUBJECTS.record(env.object, partition), encodeEnvelope(env, recordJson), h)
     } catch (cause) {
       throw this.#unavailable(`JetStream did not store the record: ${(cause as Error).message}`, cause)
     }

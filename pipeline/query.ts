@@ -11,6 +11,7 @@ import {
   type RuleOutcomeStore,
   type RuleStats,
   type SchemaConflict,
+  type StoredDecision,
 } from '../storage/index.ts'
 import { type ErrorCode, SluiceError } from './errors.ts'
 import type { Logger } from './logger.ts'
@@ -24,6 +25,7 @@ interface QueryRequests {
   [SUBJECTS.queryJobStored]: { request: { object: string; job_id: string }; response: number }
   [SUBJECTS.queryRuleStats]: { request: { since_ms: number }; response: RuleStats }
   [SUBJECTS.queryAlerts]: { request: AlertQuery; response: AlertPage }
+  [SUBJECTS.queryDecision]: { request: { record_id: string }; response: StoredDecision | null }
 }
 type QuerySubject = keyof QueryRequests
 type QueryReply<S extends QuerySubject> = { ok: true; result: QueryRequests[S]['response'] } | { ok: false; code: ErrorCode; message: string; pointer?: string }
@@ -39,6 +41,7 @@ export function serveQueries(nc: NatsConnection, store: AnalyticsStore, log: Log
     [SUBJECTS.queryJobStored]: (req) => store.jobStoredCount(req.object, req.job_id),
     [SUBJECTS.queryRuleStats]: (req) => outcomes.stats(req.since_ms),
     [SUBJECTS.queryAlerts]: (req) => outcomes.alerts(req),
+    [SUBJECTS.queryDecision]: (req) => outcomes.decision(req.record_id),
   }
   return (Object.keys(handlers) as QuerySubject[]).map((subject) =>
     nc.subscribe(subject, {

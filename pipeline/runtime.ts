@@ -13,6 +13,7 @@ import {
   RuleStore,
   SchemaRegistry,
   SessionStore,
+  SftpUserStore,
   type StateDb,
   UploadLinkStore,
 } from '../storage/index.ts'
@@ -32,7 +33,7 @@ import { onSchemaChange, publishSchemaChange } from './schema-events.ts'
 import { AnalyticsSink } from './sink/analytics-sink.ts'
 import { RuleOutcomeSink } from './sink/rule-outcome-sink.ts'
 import { CONSUMERS, STREAMS } from './streams.ts'
-import { ensureTopology } from './topology.ts'
+import { ensureTopology, resumeSinkConsumer } from './topology.ts'
 
 export const DEFAULT_SCHEMAS_DIR = fileURLToPath(new URL('../fixtures/schemas', import.meta.url))
 /** Where `sluice serve` notes its embedded nats-server's URL in the data dir, for the CLI commands that need NATS. */
@@ -104,7 +105,8 @@ function ingressRole(ctx: RuntimeContext, onListen: (url: string) => void): Role
         queries: ctx.queries,
         jobs: ctx.jobs,
         links: new UploadLinkStore(ctx.db),
-        rules: ruleApi({ store: ctx.rules, nc: ctx.nats.nc, jsm: ctx.jsm, config: ctx.config }),
+        sftpUsers: new SftpUserStore(ctx.db),
+        rules: ruleApi({ store: ctx.rules, nc: ctx.nats.nc, config: ctx.config }),
         dashboard: { sessions: new SessionStore(ctx.db), nc: ctx.nats.nc, jsm: ctx.jsm },
         readiness: () => readiness(ctx),
       })
@@ -156,6 +158,7 @@ function sinkRole(ctx: RuntimeContext): Role {
   return {
     name: 'sink',
     async start() {
+      for (const consumer of [CONSUMERS.analyticsSink, CONSUMERS.ruleOutcomeSink]) await resumeSinkConsumer(ctx.jsm, consumer, ctx.config)
       store = await AnalyticsStore.open(join(ctx.config.dataDir, 'analytics.duckdb'))
       sink = new AnalyticsSink({
         js: ctx.js,

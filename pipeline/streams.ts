@@ -9,8 +9,11 @@ export const STREAMS = {
   schemas: { name: 'SLUICE_SCHEMAS', subjects: ['sluice.schema.>'] },
   /** Rule hits, `alerts.<object>.<rule_id>`. */
   alerts: { name: 'SLUICE_ALERTS', subjects: ['alerts.>'] },
-  /** The rule stage's decision on every record, `sluice.decisions.<object>.<record_id>`; the rule outcome sink stores them. */
-  decisions: { name: 'SLUICE_DECISIONS', subjects: ['sluice.decisions.>'] },
+  /**
+   * The rule stage's decisions, many records to a message (`sluice.decision-batches.<partition>`, a JSON array):
+   * one stored message per record would cost JetStream more than the decision. The rule outcome sink stores them.
+   */
+  decisions: { name: 'SLUICE_DECISIONS', subjects: ['sluice.decision-batches.>'] },
   /** Alerts a `sluice replay --publish` raised, `replay.alerts.<object>.<rule_id>`: apart from the live ones. */
   replay: { name: 'SLUICE_REPLAY', subjects: ['replay.>'] },
 } as const
@@ -24,8 +27,13 @@ export const SUBJECTS = {
   record: (object: string, partition: number) => `sluice.records.${object}.${partition}`,
   /** Every partition of one object's records. */
   recordsOf: (object: string) => `sluice.records.${object}.*`,
-  /** A rule stage decision on one record (also kept in SLUICE_DECISIONS); sync ingest waits on it. */
+  /**
+   * A rule stage decision on one record, on core NATS once its batch is stored in SLUICE_DECISIONS: for live
+   * subscribers and sync ingest, which waits on it.
+   */
   decision: (object: string, recordId: string) => `sluice.decisions.${object}.${recordId}`,
+  /** The decisions of one rule stage batch of a partition's records, stored in SLUICE_DECISIONS. */
+  decisionBatch: (partition: number) => `sluice.decision-batches.${partition}`,
   /** A live rule hit (docs/rules.md has the alert's JSON schema). */
   alert: (object: string, ruleId: string) => `alerts.${object}.${ruleId}`,
   replayAlert: (object: string, ruleId: string) => `replay.alerts.${object}.${ruleId}`,
@@ -41,6 +49,8 @@ export const SUBJECTS = {
   /** Per-rule counters and decision counts, and stored alerts (rule outcome store). */
   queryRuleStats: 'sluice.query.rule-stats',
   queryAlerts: 'sluice.query.alerts',
+  /** The stored decision on one record. */
+  queryDecision: 'sluice.query.decision',
   /** A new schema version of `object` (JSON of the version). */
   schemaChanged: (object: string) => `sluice.schema.changed.${object}`,
 } as const

@@ -1,36 +1,38 @@
-import type { JetStreamManager } from '@nats-io/jetstream'
-import type { NatsConnection } from '@nats-io/transport-node'
-import { STREAMS, SUBJECTS } from '../pipeline/streams.ts'
+import type { NatsConnection, Subscription } from '@nats-io/transport-node'
+import { SUBJECTS } from '../pipeline/streams.ts'
 import type { Decision } from '../storage/index.ts'
 
 /**
- * Waits for the rule stage's decision on a record that was just published. The record id is only known once
- * the record is stored, so the decision may already be out: this subscribes to the record's decision subject,
- * then looks in SLUICE_DECISIONS for one already stored. The server handles the subscription before the
- * lookup, so a decision is seen by one or the other. Resolves with undefined after `timeoutMs`.
+ * Waits for the rule stage's decision on a record about to be published. It subscribes to the record's
+ * decision subject before the record is published (the stage announces decisions on core NATS only, once
+ * stored), so the decision cannot go out unseen.
  */
-export async function awaitDecision(
-  nc: NatsConnection,
-  jsm: JetStreamManager,
-  object: string,
-  recordId: string,
-  timeoutMs: number,
-): Promise<Decision | undefined> {
-  const subject = SUBJECTS.decision(object, recordId)
-  const subscription = nc.subscribe(subject, { max: 1 })
-  let timer: ReturnType<typeof setTimeout> | undefined
-  try {
-    const published = (async () => {
+export class DecisionWatch {
+  readonly #subscription: Subscription
+  readonly #decision: Promise<Decision | undefined>
+
+  constructor(nc: NatsConnection, object: string, recordId: string) {
+    const subscription = nc.subscribe(SUBJECTS.decision(object, recordId), { max: 1 })
+    this.#subscription = subscription
+    this.#decision = (async () => {
       for await (const msg of subscription) return msg.json<Decision>()
+      return undefined
     })()
-    const stored = jsm.streams.getMessage(STREAMS.decisions.name, { last_by_subj: subject }).then(
-      (msg) => (msg ? msg.json<Decision>() : published),
-      () => published,
-    )
+  }
+
+  /** The decision, or undefined when none came within `timeoutMs`. */
+  async result(timeoutMs: number): Promise<Decision | undefined> {
+    let timer: ReturnType<typeof setTimeout> | undefined
     const timedOut = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs)))
-    return await Promise.race([published, stored, timedOut])
-  } finally {
-    clearTimeout(timer)
-    subscription.unsubscribe()
+    try {
+      return await Promise.race([this.#decision, timedOut])
+    } finally {
+      clearTimeout(timer)
+      this.cancel()
+    }
+  }
+
+  cancel(): void {
+    this.#subscription.unsubscribe()
   }
 }

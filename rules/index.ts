@@ -1,5 +1,5 @@
 export { checkRuleSet, DEFAULT_RULES_FILE, loadDefaultRules, type RuleTest, readRuleSetFile, type SaveOptions, saveRuleSet, testRuleSet } from './admin.ts'
-export { awaitDecision } from './decision-waiter.ts'
+export { DecisionWatch } from './decision-waiter.ts'
 export { decide, evaluateRules, type RuleSetOutcome } from './engine.ts'
 export type { ExpressionContext } from './expressions.ts'
 export { type ReplayOptions, type ReplayReport, rebuildAnalytics, replayRules } from './replay.ts'

@@ -1,7 +1,7 @@
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream'
-import { decodeEnvelope } from '../pipeline/envelope.ts'
+import { decodeEnvelope, envelopeText } from '../pipeline/envelope.ts'
 import { RECORD_PARTITIONS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
-import type { AnalyticsStore, Decision, DecisionName, RuleOutcomeStore, SchemaRegistry, StoredRecord } from '../storage/index.ts'
+import type { AnalyticsStore, Decision, DecisionName, EnvelopeRow, RuleOutcomeStore, SchemaRegistry } from '../storage/index.ts'
 import type { CompiledRuleSet } from './rule-set.ts'
 import { alertsOf, RuleState, type StateOptions } from './rule-state.ts'
 import { readStream, rebuildState, type StreamPosition, stageRecordOf } from './stream-reader.ts'
@@ -201,7 +201,7 @@ export async function rebuildAnalytics(
 ): Promise<{ records: number; decisions: number }> {
   for (const object of opts.registry.objects()) for (const version of opts.registry.versions(object)) await opts.analytics.ensureTable(version.schema)
   let records = 0
-  let pending = new Map<string, StoredRecord[]>()
+  let pending = new Map<string, EnvelopeRow[]>()
   let held = 0
   const flushRecords = async () => {
     for (const [object, rows] of pending) records += await opts.analytics.append(object, rows)
@@ -212,29 +212,29 @@ export async function rebuildAnalytics(
     filter: STREAMS.records.subjects[0],
     from: 'first',
     onMessage: async (msg) => {
+      const text = envelopeText(msg.data)
       let env: ReturnType<typeof decodeEnvelope>
       try {
-        env = decodeEnvelope(msg.data)
+        env = decodeEnvelope(text)
       } catch {
         return
       }
       if (!opts.analytics.hasTable(env.object)) return
-      const { record_id, received_at, source, schema_version, job_id, record: data } = env
       let rows = pending.get(env.object)
       if (!rows) pending.set(env.object, (rows = []))
-      rows.push({ seq: msg.seq, record_id, received_at, source, schema_version, job_id, data })
+      rows.push({ seq: msg.seq, envelope: text })
       if (++held >= opts.batchSize) await flushRecords()
     },
   })
   await flushRecords()
   let decisions = 0
-  let batch: { seq: number; decision: Decision }[] = []
+  let batch: Decision[] = []
   await readStream(js, {
     stream: STREAMS.decisions.name,
     filter: STREAMS.decisions.subjects[0],
     from: 'first',
     onMessage: async (msg) => {
-      batch.push({ seq: msg.seq, decision: msg.json<Decision>() })
+      batch.push(...msg.json<Decision[]>())
       if (batch.length < opts.batchSize) return
       decisions += await opts.outcomes.append(batch)
       batch = []

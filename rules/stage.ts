@@ -1,22 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import {
-  AckPolicy,
-  type Consumer,
-  type ConsumerConfig,
-  type ConsumerMessages,
-  DeliverPolicy,
-  JetStreamApiCodes,
-  JetStreamApiError,
-  type JetStreamClient,
-  type JetStreamManager,
-  type JsMsg,
-} from '@nats-io/jetstream'
+import { AckPolicy, type Consumer, type ConsumerMessages, DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream'
 import { headers, type NatsConnection, nanos, type Subscription } from '@nats-io/transport-node'
 import { Counter, Histogram, type Registry } from 'prom-client'
 import type { SluiceConfig } from '../pipeline/config.ts'
 import type { Logger } from '../pipeline/logger.ts'
 import { StreamPublisher } from '../pipeline/stream-publisher.ts'
 import { RULE_CONSUMERS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
+import { ensureConsumer } from '../pipeline/topology.ts'
 import type { Decision, RuleStore, SchemaRegistry } from '../storage/index.ts'
 import { type CompiledRuleSet, compileStoredRuleSet } from './rule-set.ts'
 import { alertsOf, RuleState } from './rule-state.ts'
@@ -74,10 +64,6 @@ function ruleStageMetrics(registry: Registry) {
   }
 }
 type RuleStageMetrics = ReturnType<typeof ruleStageMetrics>
-
-function isNotFound(err: unknown): boolean {
-  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound
-}
 
 /**
  * The rule stage of one worker: for each partition of the record stream it owns, a durable pull consumer
@@ -160,7 +146,8 @@ export class RuleStage {
     this.#runners = [...consumers].map(
       ([partition, consumer]) =>
         new PartitionRunner(consumer, {
-          handle: (msg) => this.#handle(state, msg),
+          evaluate: (msg) => this.#evaluate(state, msg),
+          publish: (batch) => this.#publishBatch(partition, batch),
           onFailure: (err) => this.#failed(generation, partition, err),
           maxInFlight: config.maxInFlight,
         }),
@@ -182,33 +169,25 @@ export class RuleStage {
     const { jsm, js, config } = this.#opts
     const stream = STREAMS.records.name
     const durable = RULE_CONSUMERS.durable(partition)
-    const wanted: Partial<ConsumerConfig> = {
-      durable_name: durable,
-      filter_subject: RULE_CONSUMERS.filter(partition),
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.All,
-      ack_wait: nanos(config.ackWaitSeconds * 1000),
-      max_ack_pending: config.maxInFlight,
-    }
-    let info = await jsm.consumers.info(stream, durable).catch((err) => {
-      if (isNotFound(err)) return undefined
-      throw err
-    })
-    if (!info) info = await jsm.consumers.add(stream, wanted)
-    else if (info.delivered.stream_seq > info.ack_floor.stream_seq) {
-      const after = info.ack_floor.stream_seq
-      await jsm.consumers.delete(stream, durable)
-      info = await jsm.consumers.add(stream, { ...wanted, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 })
-      // A new consumer reports no ack floor; what the stage finished is still everything up to `after`.
-      info.ack_floor.stream_seq = after
-    } else if (info.config.ack_wait !== wanted.ack_wait || info.config.max_ack_pending !== wanted.max_ack_pending) {
-      info = await jsm.consumers.update(stream, durable, { ack_wait: wanted.ack_wait, max_ack_pending: wanted.max_ack_pending })
-    }
+    const info = await ensureConsumer(
+      jsm,
+      stream,
+      {
+        durable_name: durable,
+        filter_subject: RULE_CONSUMERS.filter(partition),
+        // Records are finished in stream order, so acking the last of a batch acks the batch.
+        ack_policy: AckPolicy.All,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: nanos(config.ackWaitSeconds * 1000),
+        max_ack_pending: config.maxInFlight,
+      },
+      { restartUnacked: true },
+    )
     return { consumer: await js.consumers.get(stream, durable), lastSeq: info.ack_floor.stream_seq }
   }
 
-  /** Evaluates one record and publishes its outcomes; resolves once JetStream stored them all. */
-  #handle(state: RuleState, msg: JsMsg): Promise<unknown> | 'poison' {
+  /** Evaluates one record and publishes its alerts; the decision goes out with its batch (#publishBatch). */
+  #evaluate(state: RuleState, msg: JsMsg): Evaluated | 'poison' {
     const { registry, log } = this.#opts
     const item = stageRecordOf(msg, registry)
     if (!item) {
@@ -217,35 +196,64 @@ export class RuleStage {
       return 'poison'
     }
     const [decision] = state.evaluate([this.#ruleSet], item)
-    this.#count(decision)
-    const published: Promise<unknown>[] = [this.#publish(SUBJECTS.decision(decision.object, decision.record_id), decision, decision.record_id)]
-    for (const alert of alertsOf(decision)) published.push(this.#publish(SUBJECTS.alert(alert.object, alert.rule_id), alert, alert.alert_id))
-    return Promise.all(published).then(() => {
+    const alerts = alertsOf(decision).map((alert) => this.#publish(SUBJECTS.alert(alert.object, alert.rule_id), JSON.stringify(alert), alert.alert_id))
+    return { decision, json: JSON.stringify(decision), alerts }
+  }
+
+  /**
+   * Stores a batch's decisions as one message (its id names the partition and record sequences, so a batch
+   * evaluated again adds no second copy) and, once JetStream has it, announces each decision on core NATS.
+   */
+  #publishBatch(partition: number, batch: readonly Evaluated[]): Promise<void> {
+    const first = batch[0].decision.record_seq
+    const last = batch[batch.length - 1].decision.record_seq
+    const stored = this.#publish(SUBJECTS.decisionBatch(partition), `[${batch.map((e) => e.json).join(',')}]`, `${partition}:${first}-${last}`)
+    return Promise.all([stored, ...batch.flatMap((e) => e.alerts)]).then(() => {
       this.#failuresInARow = 0
-      this.#metrics.latency.observe((Date.now() - item.env.received_at) / 1000)
+      const now = Date.now()
+      for (const { decision, json } of batch) {
+        this.#opts.nc.publish(SUBJECTS.decision(decision.object, decision.record_id), json)
+        this.#metrics.latency.observe((now - Date.parse(decision.received_at)) / 1000)
+      }
+      this.#count(batch)
     })
   }
 
   /** Publishes an outcome with its id as the JetStream message id, so a re-evaluated record adds no second copy. */
-  #publish(subject: string, outcome: object, id: string): Promise<unknown> {
+  #publish(subject: string, json: string, id: string): Promise<unknown> {
     const h = headers()
     h.set('Nats-Msg-Id', id)
-    return this.#outcomes.publish(subject, Buffer.from(JSON.stringify(outcome)), h)
+    return this.#outcomes.publish(subject, Buffer.from(json), h)
   }
 
-  #count(decision: Decision): void {
-    this.#metrics.records.inc({ object: decision.object, decision: decision.decision })
-    for (const e of decision.evaluations) this.#metrics.evaluations.inc({ rule_id: e.rule_id, outcome: e.outcome })
+  /** Counts a batch's decisions and evaluations: one metric update per label set, not one per record. */
+  #count(batch: readonly Evaluated[]): void {
+    const records = new Map<string, { object: string; decision: string; n: number }>()
+    const evaluations = new Map<string, { rule_id: string; outcome: string; n: number }>()
     const now = Date.now()
-    for (const failure of decision.errors) {
-      const key = `${failure.rule_id}@${failure.rule_version}`
-      if (now - (this.#errorsLoggedAt.get(key) ?? 0) < ERROR_LOG_INTERVAL_MS) continue
-      this.#errorsLoggedAt.set(key, now)
-      this.#opts.log.warn(
-        { ...failure, record_id: decision.record_id },
-        'rule expression failed; the outcome is an error for this rule (logged once a minute per rule)',
-      )
+    for (const { decision } of batch) {
+      const recordKey = `${decision.object}\u0000${decision.decision}`
+      const counted = records.get(recordKey)
+      if (counted) counted.n++
+      else records.set(recordKey, { object: decision.object, decision: decision.decision, n: 1 })
+      for (const e of decision.evaluations) {
+        const key = `${e.rule_id}\u0000${e.outcome}`
+        const evaluated = evaluations.get(key)
+        if (evaluated) evaluated.n++
+        else evaluations.set(key, { rule_id: e.rule_id, outcome: e.outcome, n: 1 })
+      }
+      for (const failure of decision.errors) {
+        const key = `${failure.rule_id}@${failure.rule_version}`
+        if (now - (this.#errorsLoggedAt.get(key) ?? 0) < ERROR_LOG_INTERVAL_MS) continue
+        this.#errorsLoggedAt.set(key, now)
+        this.#opts.log.warn(
+          { ...failure, record_id: decision.record_id },
+          'rule expression failed; the outcome is an error for this rule (logged once a minute per rule)',
+        )
+      }
     }
+    for (const { object, decision, n } of records.values()) this.#metrics.records.inc({ object, decision }, n)
+    for (const { rule_id, outcome, n } of evaluations.values()) this.#metrics.evaluations.inc({ rule_id, outcome }, n)
   }
 
   /** A newer rule set on file: swap it in, or, when it reads other features, rebuild the windows they need first. */
@@ -284,16 +292,34 @@ export class RuleStage {
   }
 }
 
+/** One record's outcome before it is stored: its decision (and that as JSON), and its alerts being published. */
+interface Evaluated {
+  decision: Decision
+  json: string
+  alerts: Promise<unknown>[]
+}
+
 interface RunnerDeps {
-  /** Evaluates a message; resolves once its outcomes are stored; `poison` for a message that is not a record. */
-  handle: (msg: JsMsg) => Promise<unknown> | 'poison'
+  /** Evaluates a record and starts publishing its alerts; `poison` for a message that is not a record. */
+  evaluate: (msg: JsMsg) => Evaluated | 'poison'
+  /** Stores a batch's decisions; resolves once they and the batch's alerts are stored. */
+  publish: (batch: readonly Evaluated[]) => Promise<void>
   onFailure: (err: unknown) => void
   maxInFlight: number
 }
 
+/** Most decisions in one SLUICE_DECISIONS message, well within NATS's default 1 MB payload. */
+const MAX_BATCH_DECISIONS = 200
+
+interface OpenBatch {
+  evaluated: Evaluated[]
+  messages: JsMsg[]
+}
+
 /**
- * One partition's consumer: messages are evaluated one after another in stream order, their outcomes
- * published without waiting, and each message acked once its own outcomes and every earlier message's are
+ * One partition's consumer: messages are evaluated one after another in stream order, and what arrived
+ * together (one event-loop turn, at most MAX_BATCH_DECISIONS) is stored as one batch without waiting. A batch
+ * is acked through its last message (the consumer acks all before it) once it and every earlier batch are
  * stored. After a failure nothing more is acked: every later message is nak'd.
  */
 class PartitionRunner {
@@ -302,6 +328,7 @@ class PartitionRunner {
   #messages?: ConsumerMessages
   #loop?: Promise<void>
   #settled: Promise<void> = Promise.resolve()
+  #open?: OpenBatch
   #failed = false
 
   constructor(consumer: Consumer, deps: RunnerDeps) {
@@ -320,32 +347,55 @@ class PartitionRunner {
         msg.nak()
         continue
       }
-      let outcome: Promise<unknown> | 'poison'
+      let evaluated: Evaluated | 'poison'
       try {
-        outcome = this.#deps.handle(msg)
+        evaluated = this.#deps.evaluate(msg)
       } catch (err) {
-        outcome = Promise.reject(err)
+        this.#fail(err, [msg])
+        continue
       }
-      this.#settled = Promise.all([this.#settled, outcome]).then(
-        () => {
-          if (this.#failed) msg.nak()
-          else if (outcome === 'poison') msg.term('undecodable envelope')
-          else msg.ack()
-        },
-        (err) => {
-          msg.nak()
-          if (this.#failed) return
-          this.#failed = true
-          this.#deps.onFailure(err)
-        },
-      )
+      if (evaluated === 'poison') {
+        msg.term('undecodable envelope')
+        continue
+      }
+      if (!this.#open) {
+        this.#open = { evaluated: [], messages: [] }
+        setImmediate(() => this.#close())
+      }
+      this.#open.evaluated.push(evaluated)
+      this.#open.messages.push(msg)
+      if (this.#open.evaluated.length >= MAX_BATCH_DECISIONS) this.#close()
     }
+    this.#close()
+  }
+
+  /** Sends the open batch on its way; it is acked after every earlier batch. */
+  #close(): void {
+    const batch = this.#open
+    if (!batch || batch.evaluated.length === 0) return
+    this.#open = undefined
+    const stored = this.#deps.publish(batch.evaluated)
+    this.#settled = Promise.all([this.#settled, stored]).then(
+      () => {
+        if (this.#failed) for (const msg of batch.messages) msg.nak()
+        else batch.messages[batch.messages.length - 1].ack()
+      },
+      (err) => this.#fail(err, batch.messages),
+    )
+  }
+
+  #fail(err: unknown, messages: readonly JsMsg[]): void {
+    for (const msg of messages) msg.nak()
+    if (this.#failed) return
+    this.#failed = true
+    this.#deps.onFailure(err)
   }
 
   /** Stops taking messages and waits until what it took is acked (or nak'd). */
   async stop(): Promise<void> {
     await this.#messages?.close()
     await this.#loop
+    this.#close()
     await this.#settled
   }
 }

@@ -124,6 +124,16 @@ export interface AlertPage {
   next_cursor?: string
 }
 
+/** The rule stage's decision on one record as the analytics store keeps it (`GET /decisions/:record_id`). */
+export interface StoredDecision extends Omit<Decision, 'fired' | 'shadow_hits' | 'errors' | 'evaluations'> {
+  /** Ids of the live rules that matched, in evaluation order. */
+  fired: string[]
+  /** Ids of the shadow rules that matched: no score, no alert. */
+  shadow_hits: string[]
+  /** From the record's receipt to its decision, milliseconds. */
+  latency_ms: number
+}
+
 const TABLES = [
   `CREATE TABLE IF NOT EXISTS rule_decisions (
      _seq BIGINT NOT NULL, record_id VARCHAR NOT NULL, record_seq BIGINT NOT NULL, object VARCHAR NOT NULL, account_id VARCHAR,
@@ -194,11 +204,21 @@ function appendRecordColumns(appender: DuckDBAppender, seq: number, d: Decision)
   appendNullable(appender, d.account_id)
 }
 
+/** The record columns appendRecordColumns wrote, read back from a row of either table. */
+function recordColumnsOf(row: Record<string, unknown>): Pick<Decision, 'record_id' | 'record_seq' | 'object' | 'account_id'> {
+  return {
+    record_id: row.record_id as string,
+    record_seq: Number(row.record_seq),
+    object: row.object as string,
+    account_id: row.account_id as string | null,
+  }
+}
+
 /**
  * Decisions, alerts (live and shadow hits) and per-rule counters in the analytics DuckDB file, for the
  * dashboard. It has its own connections to the file the sink role owns: one writes, one answers queries, so a
- * query never lands inside a write's transaction. Appending skips decisions whose
- * SLUICE_DECISIONS sequence it already holds, and writes each batch in one transaction, so a redelivered
+ * query never lands inside a write's transaction. Appending skips records it already holds a decision on
+ * (also twice in one batch), and writes each batch in one transaction, so a redelivered or re-evaluated
  * batch neither duplicates a row nor counts twice.
  */
 export class RuleOutcomeStore {
@@ -216,13 +236,18 @@ export class RuleOutcomeStore {
     return new RuleOutcomeStore(write, await analytics.connect())
   }
 
-  /** Stores a batch of decisions (with their stream sequence); returns how many were new. */
-  async append(batch: { seq: number; decision: Decision }[]): Promise<number> {
-    if (batch.length === 0) return 0
+  /**
+   * Stores a batch of decisions; returns how many were new. A record has one decision, so its sequence in
+   * SLUICE_RECORDS is the rows' `_seq`: what recognises a decision stored before and orders them.
+   */
+  async append(decisions: Decision[]): Promise<number> {
+    if (decisions.length === 0) return 0
+    const batch = decisions.map((decision) => ({ seq: decision.record_seq, decision }))
     const seqs = batch.map((b) => b.seq)
     const seen = await this.#write.runAndReadAll('SELECT _seq FROM rule_decisions WHERE _seq BETWEEN ? AND ?', [Math.min(...seqs), Math.max(...seqs)])
     const stored = new Set((seen.getColumnsJS()[0] ?? []).map(Number))
-    const fresh = batch.filter((b) => !stored.has(b.seq))
+    // A record evaluated again (after a rule stage restart) can come twice in one batch: keep the first.
+    const fresh = batch.filter((b) => !stored.has(b.seq) && Boolean(stored.add(b.seq)))
     if (fresh.length === 0) return 0
     await this.#write.run('BEGIN TRANSACTION')
     try {
@@ -374,10 +399,7 @@ export class RuleOutcomeStore {
     return {
       alerts: page.map(
         (row): StoredAlert => ({
-          record_id: row.record_id as string,
-          record_seq: Number(row.record_seq),
-          object: row.object as string,
-          account_id: row.account_id as string | null,
+          ...recordColumnsOf(row),
           rule_id: row.rule_id as string,
           rule_version: row.rule_version as number,
           mode: row.mode as StoredAlert['mode'],
@@ -391,6 +413,35 @@ export class RuleOutcomeStore {
         }),
       ),
       ...(more && { next_cursor: String(Number(page[page.length - 1]._seq)) }),
+    }
+  }
+
+  /** The decision on a record, with its shadow hits; null when there is none (yet). */
+  async decision(recordId: string): Promise<StoredDecision | null> {
+    const res = await this.#read.runAndReadAll(
+      `SELECT d.*,
+              (SELECT coalesce(list(a.rule_id ORDER BY a.rowid), []) FROM rule_alerts a WHERE a._seq = d._seq AND a.record_id = d.record_id AND a.mode = 'shadow') AS shadow_hits
+       FROM rule_decisions d WHERE d.record_id = ? ORDER BY d._seq DESC LIMIT 1`,
+      [recordId],
+    )
+    const [row] = res.getRowObjectsJS()
+    if (!row) return null
+    const receivedAt = row.received_at as Date
+    const evaluatedAt = row.evaluated_at as Date
+    return {
+      ...recordColumnsOf(row),
+      decision: row.decision as DecisionName,
+      score: row.score as number,
+      tags: row.tags as string[],
+      fired: row.fired as string[],
+      shadow_hits: row.shadow_hits as string[],
+      stopped_by: row.stopped_by as string | null,
+      rule_set_version: row.rule_set_version as number,
+      evaluate_rules: row.evaluate_rules as boolean,
+      record_time: (row.record_time as Date).toISOString(),
+      received_at: receivedAt.toISOString(),
+      evaluated_at: evaluatedAt.toISOString(),
+      latency_ms: evaluatedAt.getTime() - receivedAt.getTime(),
     }
   }
 

@@ -1,20 +1,22 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { AnalyticsStore, type ObjectSchemaDoc, type StoredRecord } from '../storage/index.ts'
+import { encodeEnvelope } from '../pipeline/index.ts'
+import { AnalyticsStore, type EnvelopeRow, type ObjectSchemaDoc } from '../storage/index.ts'
 import { tempDir } from './helpers/sluice.ts'
 
 const schema = JSON.parse(readFileSync(new URL('../fixtures/schemas/activity.json', import.meta.url), 'utf8')) as ObjectSchemaDoc
 
-function row(seq: number): StoredRecord {
-  return {
-    seq,
+function row(seq: number): EnvelopeRow {
+  const envelope = encodeEnvelope({
     record_id: `r-${seq}`,
+    object: 'activity',
     received_at: Date.now(),
     source: 'api',
     schema_version: 1,
-    data: { activity_id: `a-${seq}`, account_id: 'acc-1', event_type: 'login', occurred_at: '2026-01-01T00:00:00Z' },
-  }
+    record: { activity_id: `a-${seq}`, account_id: 'acc-1', event_type: 'login', occurred_at: '2026-01-01T00:00:00Z' },
+  })
+  return { seq, envelope: Buffer.from(envelope).toString() }
 }
 
 t.test('a record delivered twice, in one batch or across batches, is stored once', async (t) => {

@@ -186,6 +186,60 @@ t.test('dashboard sessions, keys and live events', async (t) => {
     t.match(stats.data.objects, [{ object: String, total: Number }])
   })
 
+  t.test("GET /decisions/:record_id answers a record's decision once the rule stage made it; 404 with a code before", async (t) => {
+    const posted = await s.request('POST', '/transaction', { ...RECORD, transaction_id: 'tx-decided', account_id: 'acc-decided', amount: 25_000 })
+    t.equal(posted.status, 202)
+    const { record_id } = (await posted.json()) as { record_id: string }
+    // The rule stage decides after the record is stored, and the sink stores the decision after that.
+    const decision = await eventually(
+      async () => {
+        const res = await s.request('GET', `/decisions/${record_id}`)
+        if (res.status === 404) t.match(await res.json(), { code: 'SLUICE_DECISION_NOT_FOUND' }, 'not yet decided is a 404 with a code')
+        return res.status === 200 ? res.json() : undefined
+      },
+      10_000,
+      100,
+    )
+    t.match(decision, {
+      record_id,
+      object: 'transaction',
+      account_id: 'acc-decided',
+      decision: /^(approve|review|block)$/,
+      score: Number,
+      fired: Array,
+      shadow_hits: Array,
+      rule_set_version: 1,
+      evaluate_rules: true,
+      received_at: String,
+      evaluated_at: String,
+      latency_ms: Number,
+    })
+    t.ok(decision.fired.includes('large-amount'), `the large amount rule fired (${decision.fired.join(', ')})`)
+    t.ok(decision.score > 0 && decision.latency_ms >= 0, 'with its score and how long the decision took')
+    t.notOk('_seq' in decision, 'no storage internals')
+
+    const { secret } = (await (await s.request('POST', '/keys', { name: 'decision-reader', scopes: ['read'] })).json()) as { secret: string }
+    const asReader = await s.request('GET', `/decisions/${record_id}`, undefined, { authorization: `Bearer ${secret}` })
+    t.equal(asReader.status, 200, 'a read key reads decisions')
+
+    const fresh = (await (await s.request('POST', '/transaction', { ...RECORD, transaction_id: 'tx-waited', account_id: 'acc-waited' })).json()) as {
+      record_id: string
+    }
+    const waited = await s.request('GET', `/decisions/${fresh.record_id}?wait_ms=8000`)
+    t.equal(waited.status, 200, '?wait_ms waits for a decision not made yet')
+    t.match(await waited.json(), { record_id: fresh.record_id, decision: 'approve', fired: [] })
+
+    const started = Date.now()
+    const unknown = await s.request('GET', '/decisions/01NOSUCHRECORD0000000000000?wait_ms=300')
+    t.equal(unknown.status, 404)
+    t.match(unknown.headers.get('content-type'), /application\/problem\+json/)
+    t.match(await unknown.json(), { code: 'SLUICE_DECISION_NOT_FOUND', status: 404, detail: /01NOSUCHRECORD/ })
+    t.ok(Date.now() - started >= 300, 'after waiting as long as asked')
+    const tooLong = await s.request('GET', `/decisions/${record_id}?wait_ms=60000`)
+    t.equal(tooLong.status, 400)
+    t.match(await tooLong.json(), { code: 'SLUICE_BAD_REQUEST', errors: [{ pointer: '/querystring/wait_ms' }] })
+  })
+
   t.test('an event stream without a session is refused', async (t) => {
     const res = await fetch(`${s.url}/events`)
     t.equal(res.status, 401)

@@ -128,7 +128,18 @@ t.test('the dashboard in Debian Chromium', async (t) => {
     t.match(detail, /Sourceapi/, 'the envelope shows the source')
     t.match(detail, /Schema versionv1/, 'and the schema version')
     t.match(detail, /999\.99/, 'and the fields')
-    await shot('record-detail')
+    if (routes.has('GET /decisions/{record_id}')) {
+      // The rule stage decides a moment after the record is stored: the panel waits for it rather than erring.
+      await page.waitForSelector('[data-testid=record-decision]', { timeout: 10_000 })
+      const recordId = (await page.getAttribute('[data-testid=records-table] tr.selected', 'data-record-id')) as string
+      const stored = (await (await s.request('GET', `/decisions/${recordId}`)).json()) as { decision: string; fired: string[] }
+      const shown = (await page.textContent('[data-testid=record-decision]')) ?? ''
+      t.equal(await page.textContent('[data-testid=record-decision] .badge'), stored.decision, 'the panel shows the decision')
+      t.match(shown, /score \d+ · rule set v1/, 'with its score and rule set version')
+      for (const rule of stored.fired) t.match(shown, rule, `and the rule that fired: ${rule}`)
+      t.match(shown, /Evaluated.*after receipt/s, 'and when, how long after receipt')
+    }
+    await shot('record-detail', false)
     await page.fill('[data-testid=filter-value]', 'tx-browser-3')
     await page.selectOption('.filter-bar select', 'transaction_id')
     await page.click('.filter-bar button[type=submit]')
@@ -231,7 +242,47 @@ t.test('the dashboard in Debian Chromium', async (t) => {
     await page.waitForSelector('[data-testid=new-key-secret]')
     t.match(await page.textContent('[data-testid=new-key-secret]'), /sk_[A-Za-z0-9_-]{40,}/, 'the new secret is shown once')
     await page.waitForSelector('[data-testid=keys-table] >> text=fraud-team')
-    await shot('access')
+    if (routes.has('POST /sftp-users')) {
+      await page.waitForSelector('[data-testid=sftp-users-empty]')
+      await page.fill('[data-testid=sftp-username]', 'Acme Corp')
+      await page.fill('[data-testid=sftp-password]', 'short')
+      await provoke(async () => {
+        await page.click('[data-testid=create-sftp-user]')
+        await page.waitForSelector('[data-testid=sftp-user-form] .field-error')
+      })
+      const errors = await page.$$eval('[data-testid=sftp-user-form] label', (labels) =>
+        labels.map((l) => [l.firstChild?.textContent?.trim(), l.querySelector('.field-error')?.textContent ?? '']),
+      )
+      t.match(
+        errors,
+        [
+          ['User name', /lowercase letters/],
+          ['Password', /at least 10 characters/],
+        ],
+        'each bad field shows its error beside it',
+      )
+      await shot('access-sftp-error', false)
+      await page.fill('[data-testid=sftp-username]', 'acme')
+      await page.fill('[data-testid=sftp-password]', 'correct horse battery')
+      await page.click('[data-testid=create-sftp-user]')
+      await page.waitForSelector('[data-sftp-user=acme]')
+      t.match(await page.textContent('[data-sftp-user=acme]'), /acme\s*password/, 'the new user is listed with how it logs in')
+      t.notOk(await page.$('[data-testid=sftp-user-form] .field-error'), 'the errors are gone')
+      t.equal(await page.inputValue('[data-testid=sftp-password]'), '', 'the password field is cleared')
+      await shot('access')
+      page.once('dialog', (dialog) => dialog.dismiss())
+      await page.click('[data-sftp-user=acme] [data-testid=remove-sftp-user]')
+      t.ok(await page.$('[data-sftp-user=acme]'), 'a dismissed confirmation removes nothing')
+      let question = ''
+      page.once('dialog', (dialog) => {
+        question = dialog.message()
+        return dialog.accept()
+      })
+      await page.click('[data-sftp-user=acme] [data-testid=remove-sftp-user]')
+      await page.waitForSelector('[data-testid=sftp-users-empty]')
+      t.match(question, /Remove the SFTP user acme\?/, 'removing asks first')
+      t.same(((await (await s.request('GET', '/sftp-users')).json()) as { users: unknown[] }).users, [], 'and the user is gone on the server')
+    } else await shot('access')
   })
 
   t.test('every page loaded without a console error or an outside request', async (t) => {

@@ -3,9 +3,8 @@ import { join, relative } from 'node:path'
 import ssh2 from 'ssh2'
 import t from 'tap'
 import { writeCsv } from '../fixtures/generate.ts'
-import { openStateDb } from '../storage/index.ts'
 import { freePort } from './helpers/cli.ts'
-import { run, type SftpLogin, sftpBatch, sluice } from './helpers/files.ts'
+import { auditOf, run, type SftpLogin, sftpBatch, sluice } from './helpers/files.ts'
 import { eventually, startTestSluice, type TestSluice, tempDir } from './helpers/sluice.ts'
 
 interface JobStatus {
@@ -34,13 +33,6 @@ function filesUnder(dir: string): string[] {
     .filter((e) => !e.isDirectory())
     .map((e) => relative(dir, join(e.parentPath, e.name)))
 }
-
-const auditOf = (dataDir: string, action: string) =>
-  openStateDb(join(dataDir, 'state.db')).prepare('SELECT actor, target, detail_json FROM audit_log WHERE action = ? ORDER BY id').all(action) as {
-    actor: string
-    target: string
-    detail_json: string
-  }[]
 
 t.test('flat files over SFTP and from a drop directory', async (t) => {
   const work = tempDir(t, 'sluice-files-')

@@ -30,16 +30,20 @@ function fingerprintOf(privateKey: string): string {
   return `SHA256:${createHash('sha256').update(key.getPublicSSH()).digest('base64').replace(/=+$/, '')}`
 }
 
+/** Whether one line is an OpenSSH public key (`ssh-ed25519 AAAA... comment`), as authorized_keys holds them. */
+export function isPublicKeyLine(line: string): boolean {
+  if (/[\r\n]/.test(line)) return false
+  const key = utils.parseKey(line)
+  return !(key instanceof Error) && !key.isPrivateKey()
+}
+
 /** The keys of an authorized_keys text, one a line; throws naming the first line that is not a public key. */
 export function parseAuthorizedKeys(text: string): string[] {
   const lines = text
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l && !l.startsWith('#'))
-  for (const [i, line] of lines.entries()) {
-    const key = utils.parseKey(line)
-    if (key instanceof Error || key.isPrivateKey()) throw new Error(`line ${i + 1} is not an OpenSSH public key`)
-  }
+  for (const [i, line] of lines.entries()) if (!isPublicKeyLine(line)) throw new Error(`line ${i + 1} is not an OpenSSH public key`)
   return lines
 }
 

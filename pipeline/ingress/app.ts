@@ -2,7 +2,8 @@ import swagger from '@fastify/swagger'
 import { type Static, Type } from '@sinclair/typebox'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify'
 import { type ParseError, parse as parseTolerant, printParseErrorCode } from 'jsonc-parser'
-import type { ApiKeyStore, BatchJobStore, SchemaRegistry, SchemaVersion, UploadLinkStore } from '../../storage/index.ts'
+import type { DecisionWatch } from '../../rules/index.ts'
+import type { ApiKeyStore, BatchJobStore, SchemaRegistry, SchemaVersion, SftpUserStore, UploadLinkStore } from '../../storage/index.ts'
 import type { SluiceConfig } from '../config.ts'
 import { isSluiceError, SluiceError } from '../errors.ts'
 import type { AcceptOutcome, RecordIngestor } from '../ingest.ts'
@@ -17,6 +18,7 @@ import { installProblemHandlers } from './problem.ts'
 import { ObjectParams, problem } from './route-schemas.ts'
 import { type RuleApi, registerRuleRoutes, SyncDecisionSchema } from './rule-routes.ts'
 import { registerSchemaRoutes } from './schema-routes.ts'
+import { registerSftpUserRoutes } from './sftp-user-routes.ts'
 import { registerUploadLinkRoutes } from './upload-link-routes.ts'
 
 /** What readiness reports: each check with whether it passes. */
@@ -32,6 +34,7 @@ export interface IngressDeps {
   keys: ApiKeyStore
   jobs: BatchJobStore
   links: UploadLinkStore
+  sftpUsers: SftpUserStore
   rules: RuleApi
   dashboard: DashboardDeps
   ingestor: RecordIngestor
@@ -190,17 +193,22 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
         record = rest
       }
       let outcome: AcceptOutcome
+      let watch: DecisionWatch | undefined
       try {
         outcome = await ingestor.accept(object, record, {
           source: 'api',
           actor: request.apiKey?.id ?? 'unknown',
           idempotencyKey: request.headers['idempotency-key'],
           updateSchema,
+          beforePublish: request.query.decision === 'sync' ? (recordId) => (watch = deps.rules.watchDecision(object, recordId)) : undefined,
         })
       } catch (err) {
+        watch?.cancel()
         if (isSluiceError(err) && err.code === 'SLUICE_STREAM_UNAVAILABLE') metrics.ingestRecords.inc({ object, outcome: 'unavailable' })
         throw err
       }
+      // A duplicate was decided on for the first POST, under that record id: GET /decisions/:record_id has it.
+      if (outcome.status === 'rejected' || outcome.duplicate) watch?.cancel()
       if (outcome.status === 'rejected') {
         metrics.ingestRecords.inc({ object, outcome: 'rejected' })
         const fields = outcome.errors.map((e) => e.pointer.slice(1) || '(record)').join(', ')
@@ -213,7 +221,8 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
       metrics.ingestRecords.inc({ object, outcome: outcome.duplicate ? 'duplicate' : 'accepted' })
       metrics.ingestLatency.observe({ object }, Number(process.hrtime.bigint() - started) / 1e9)
       const { status, ...accepted } = outcome
-      const decision = request.query.decision === 'sync' ? await deps.rules.syncDecision(object, outcome.record_id) : undefined
+      const decision =
+        request.query.decision !== 'sync' ? undefined : watch && !outcome.duplicate ? await deps.rules.syncDecision(watch) : ({ status: 'pending' } as const)
       return reply.code(202).send({ ...accepted, object, schema_changed: outcome.schema_changes !== undefined, ...(decision && { decision }) })
     },
   )
@@ -265,6 +274,7 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
   registerSchemaRoutes(app, deps)
   registerBatchRoutes(app, deps)
   registerUploadLinkRoutes(app, deps)
+  registerSftpUserRoutes(app, deps)
   registerRuleRoutes(app, deps)
   registerDashboardRoutes(app, deps)
   return app

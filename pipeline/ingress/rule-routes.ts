@@ -1,10 +1,11 @@
-import type { JetStreamManager } from '@nats-io/jetstream'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { type Static, Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
-import { awaitDecision, saveRuleSet, testRuleSet } from '../../rules/index.ts'
+import { DecisionWatch, saveRuleSet, testRuleSet } from '../../rules/index.ts'
 import { RULE_ID_PATTERN, RuleDefinitionSchema, type RuleStore, ThresholdsSchema } from '../../storage/index.ts'
 import type { SluiceConfig } from '../config.ts'
+import { SluiceError } from '../errors.ts'
 import { SUBJECTS } from '../streams.ts'
 import type { IngressDeps } from './app.ts'
 import { ObjectParams, problem } from './route-schemas.ts'
@@ -14,8 +15,10 @@ export interface RuleApi {
   store: RuleStore
   /** Tells every rule stage that a new rule set version is on file. */
   announceChange(version: number): void
-  /** The sync answer for a record just accepted: its decision, or pending after `rules.syncTimeoutMs`. */
-  syncDecision(object: string, recordId: string): Promise<SyncDecision>
+  /** Starts watching for the decision on a record about to be published (`?decision=sync`). */
+  watchDecision(object: string, recordId: string): DecisionWatch
+  /** The sync answer for the watched record: its decision, or pending after `rules.syncTimeoutMs`. */
+  syncDecision(watch: DecisionWatch): Promise<SyncDecision>
 }
 
 const DecisionName = Type.Union([Type.Literal('approve'), Type.Literal('review'), Type.Literal('block')])
@@ -49,13 +52,14 @@ export const SyncDecisionSchema = Type.Union(
 )
 export type SyncDecision = Static<typeof SyncDecisionSchema>
 
-export function ruleApi(opts: { store: RuleStore; nc: NatsConnection; jsm: JetStreamManager; config: SluiceConfig }): RuleApi {
-  const { store, nc, jsm, config } = opts
+export function ruleApi(opts: { store: RuleStore; nc: NatsConnection; config: SluiceConfig }): RuleApi {
+  const { store, nc, config } = opts
   return {
     store,
     announceChange: (version) => nc.publish(SUBJECTS.rulesChanged, JSON.stringify({ version })),
-    async syncDecision(object, recordId) {
-      const decision = await awaitDecision(nc, jsm, object, recordId, config.rules.syncTimeoutMs)
+    watchDecision: (object, recordId) => new DecisionWatch(nc, object, recordId),
+    async syncDecision(watch) {
+      const decision = await watch.result(config.rules.syncTimeoutMs)
       if (!decision) return { status: 'pending' }
       const { score, tags, rule_set_version } = decision
       const fired = decision.fired.map(({ mode: _mode, ...hit }) => hit)
@@ -125,6 +129,35 @@ const StoredAlertSchema = Type.Object({
   record_time: Type.String(),
   evaluated_at: Type.String(),
 })
+const DecisionParams = Type.Object({ record_id: Type.String({ minLength: 1, maxLength: 200, description: 'the record id ingest answered with' }) })
+const DecisionQuery = Type.Object({
+  wait_ms: Type.Integer({
+    minimum: 0,
+    maximum: 10_000,
+    default: 0,
+    description: 'when there is no decision yet, wait up to this long for it: the rule stage decides a moment after the record is stored',
+  }),
+})
+const StoredDecisionSchema = Type.Object({
+  record_id: Type.String(),
+  record_seq: Type.Integer({ description: "the record's sequence in SLUICE_RECORDS" }),
+  object: Type.String(),
+  account_id: Type.Union([Type.String(), Type.Null()]),
+  decision: DecisionName,
+  score: Type.Number({ description: "the sum of the live hits' scores" }),
+  tags: Type.Array(Type.String()),
+  fired: Type.Array(Type.String(), { description: 'ids of the live rules that matched, in evaluation order' }),
+  shadow_hits: Type.Array(Type.String(), { description: 'ids of the shadow rules that matched (no score, no alert)' }),
+  stopped_by: Type.Union([Type.String(), Type.Null()], { description: 'the stop rule that ended evaluation' }),
+  rule_set_version: Type.Integer(),
+  evaluate_rules: Type.Boolean({ description: 'false for a historical backfill: recorded, no alert raised' }),
+  record_time: Type.String(),
+  received_at: Type.String(),
+  evaluated_at: Type.String(),
+  latency_ms: Type.Number({ description: "from the record's receipt to its decision" }),
+})
+/** How often `?wait_ms=` asks the analytics store again: the rule outcome sink writes every 100 ms or so. */
+const DECISION_POLL_MS = 200
 const RuleStatsSchema = Type.Object({
   since: Type.String(),
   decisions: Type.Object({ approve: Type.Integer(), review: Type.Integer(), block: Type.Integer() }),
@@ -230,6 +263,36 @@ export function registerRuleRoutes(app: FastifyInstance, deps: IngressDeps): voi
     async (request) => {
       const { object, rule, record_id, mode, limit, cursor } = request.query
       return queries.request(SUBJECTS.queryAlerts, { object, rule_id: rule, record_id, mode, limit, before: cursor === undefined ? undefined : Number(cursor) })
+    },
+  )
+
+  app.get<{ Params: Static<typeof DecisionParams>; Querystring: Static<typeof DecisionQuery> }>(
+    '/decisions/:record_id',
+    {
+      config: { scope: 'read' },
+      schema: {
+        tags: ['rules'],
+        summary: "The rule stage's decision on one record: decision, score, the rules that matched, rule set version, when and how fast",
+        params: DecisionParams,
+        querystring: DecisionQuery,
+        response: { 200: StoredDecisionSchema, 400: problem, 404: problem, 503: problem },
+      },
+    },
+    async (request) => {
+      const { record_id } = request.params
+      const deadline = Date.now() + request.query.wait_ms
+      for (;;) {
+        const decision = await queries.request(SUBJECTS.queryDecision, { record_id })
+        if (decision) return decision
+        const left = deadline - Date.now()
+        // A client that hung up no longer waits.
+        if (left <= 0 || request.socket.destroyed)
+          throw new SluiceError(
+            'SLUICE_DECISION_NOT_FOUND',
+            `there is no decision on record ${record_id} yet: the rule stage decides a moment after a record is stored, and not at all while no rules role runs`,
+          )
+        await sleep(Math.min(DECISION_POLL_MS, left))
+      }
     },
   )
 }

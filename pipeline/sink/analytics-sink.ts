@@ -1,9 +1,10 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream'
-import type { AnalyticsStore, SchemaRegistry, SchemaVersion, StoredRecord } from '../../storage/index.ts'
-import { decodeEnvelope, type Envelope } from '../envelope.ts'
+import type { AnalyticsStore, EnvelopeRow, SchemaRegistry, SchemaVersion } from '../../storage/index.ts'
+import { decodeEnvelope, type Envelope, envelopeText } from '../envelope.ts'
 import type { Logger } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 import { CONSUMERS } from '../streams.ts'
+import { writeUntilStored } from './write-retry.ts'
 
 export interface AnalyticsSinkOptions {
   js: JetStreamClient
@@ -17,8 +18,8 @@ export interface AnalyticsSinkOptions {
 
 /**
  * Consumes the record stream and appends to DuckDB in micro-batches (size or time, whichever first).
- * A message is acked only after its batch is written; a failed batch is nak'd for redelivery, and the
- * store skips sequences it already holds, so redelivery never duplicates a row.
+ * A batch is acked through its last message only after it is written; a failed write is retried until it
+ * succeeds, and the store skips sequences it already holds, so redelivery never duplicates a row.
  */
 export class AnalyticsSink {
   readonly #opts: AnalyticsSinkOptions
@@ -26,6 +27,7 @@ export class AnalyticsSink {
   #loop?: Promise<void>
   #pending: JsMsg[] = []
   #timer?: NodeJS.Timeout
+  readonly #stopped = new AbortController()
   #flushing: Promise<void> = Promise.resolve()
   /** Schema version each object's table was last brought up to. */
   readonly #tableVersions = new Map<string, number>()
@@ -51,6 +53,7 @@ export class AnalyticsSink {
 
   /** Stops taking messages and writes what it holds. */
   async stop(): Promise<void> {
+    this.#stopped.abort()
     await this.#messages?.close()
     await this.#loop
     await this.#flush()
@@ -85,11 +88,13 @@ export class AnalyticsSink {
     this.#pending = []
     const { store, metrics, log } = this.#opts
     const started = performance.now()
-    const byObject = new Map<string, { msgs: JsMsg[]; rows: StoredRecord[]; version: number }>()
+    const byObject = new Map<string, { rows: EnvelopeRow[]; receivedAt: number[]; version: number }>()
+    let last: JsMsg | undefined
     for (const m of batch) {
+      const text = envelopeText(m.data)
       let env: Envelope
       try {
-        env = decodeEnvelope(m.data)
+        env = decodeEnvelope(text)
       } catch (err) {
         // Poison: redelivery cannot fix it. Terminate, and say so where an operator looks.
         log.error({ err, seq: m.seq, subject: m.subject }, 'analytics sink: undecodable message terminated')
@@ -98,31 +103,26 @@ export class AnalyticsSink {
         continue
       }
       let group = byObject.get(env.object)
-      if (!group) byObject.set(env.object, (group = { msgs: [], rows: [], version: 0 }))
-      group.msgs.push(m)
+      if (!group) byObject.set(env.object, (group = { rows: [], receivedAt: [], version: 0 }))
+      last = m
       group.version = Math.max(group.version, env.schema_version)
-      group.rows.push({
-        seq: m.seq,
-        record_id: env.record_id,
-        received_at: env.received_at,
-        source: env.source,
-        schema_version: env.schema_version,
-        job_id: env.job_id,
-        data: env.record,
-      })
+      group.rows.push({ seq: m.seq, envelope: text })
+      group.receivedAt.push(env.received_at)
     }
+    const written = await writeUntilStored(
+      async () => {
+        for (const [object, group] of byObject) {
+          await this.#ensureTable(object, group.version)
+          await store.append(object, group.rows)
+        }
+      },
+      { log, what: 'analytics sink', stopped: this.#stopped.signal },
+    )
+    if (!written) return
+    last?.ack()
+    const now = Date.now()
     for (const [object, group] of byObject) {
-      try {
-        await this.#ensureTable(object, group.version)
-        await store.append(object, group.rows)
-      } catch (err) {
-        log.error({ err, object, count: group.msgs.length }, 'analytics sink: batch write failed; will be redelivered')
-        for (const m of group.msgs) m.nak(1000)
-        continue
-      }
-      const now = Date.now()
-      for (const m of group.msgs) m.ack()
-      for (const r of group.rows) metrics.freshness.observe((now - r.received_at) / 1000)
+      for (const receivedAt of group.receivedAt) metrics.freshness.observe((now - receivedAt) / 1000)
       metrics.sinkRecords.inc({ object }, group.rows.length)
     }
     metrics.sinkBatchLatency.observe((performance.now() - started) / 1000)

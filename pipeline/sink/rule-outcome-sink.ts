@@ -3,6 +3,7 @@ import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstrea
 import type { Decision, RuleOutcomeStore } from '../../storage/index.ts'
 import type { Logger } from '../logger.ts'
 import { CONSUMERS } from '../streams.ts'
+import { writeUntilStored } from './write-retry.ts'
 
 export interface RuleOutcomeSinkOptions {
   js: JetStreamClient
@@ -15,13 +16,15 @@ export interface RuleOutcomeSinkOptions {
 }
 
 /**
- * Consumes SLUICE_DECISIONS and stores decisions, hits and per-rule counters in DuckDB for the dashboard. A
- * batch is what has arrived when the sink has caught up and the last write is flushIntervalMs old, or
- * batchSize decisions. Acks after the write; a failed write is nak'd, and the store skips what it already
- * holds, so redelivery never counts a decision twice.
+ * Consumes SLUICE_DECISIONS (each message a batch of the rule stage's decisions) and stores decisions, hits
+ * and per-rule counters in DuckDB for the dashboard. A write holds what has arrived when the sink has caught
+ * up and the last write is flushIntervalMs old, or batchSize decisions. It is acked through its last message
+ * once written; a failed write is retried until it succeeds, and the store skips records it already holds a
+ * decision on, so redelivery never counts a decision twice.
  */
 export class RuleOutcomeSink {
   readonly #opts: RuleOutcomeSinkOptions
+  readonly #stopped = new AbortController()
   #messages?: ConsumerMessages
   #loop?: Promise<void>
   #lastWrite = 0
@@ -32,49 +35,41 @@ export class RuleOutcomeSink {
 
   async start(): Promise<void> {
     const consumer = await this.#opts.js.consumers.get(CONSUMERS.ruleOutcomeSink.stream, CONSUMERS.ruleOutcomeSink.durable)
-    this.#messages = await consumer.consume({ max_messages: this.#opts.batchSize * 2 })
+    this.#messages = await consumer.consume({ max_messages: 64 })
     this.#loop = this.#consume(this.#messages)
   }
 
   async stop(): Promise<void> {
+    this.#stopped.abort()
     await this.#messages?.close()
     await this.#loop
   }
 
   async #consume(messages: ConsumerMessages): Promise<void> {
-    let batch: JsMsg[] = []
+    let decisions: Decision[] = []
+    let last: JsMsg | undefined
     for await (const msg of messages) {
-      batch.push(msg)
-      if (batch.length < this.#opts.batchSize && messages.getPending() > 0) continue
+      try {
+        decisions.push(...msg.json<Decision[]>())
+        last = msg
+      } catch (err) {
+        this.#opts.log.error({ err, seq: msg.seq, subject: msg.subject }, 'rule outcome sink: undecodable decision batch terminated')
+        msg.term('undecodable decision batch')
+      }
+      if (decisions.length < this.#opts.batchSize && messages.getPending() > 0) continue
       const wait = this.#lastWrite + this.#opts.flushIntervalMs - Date.now()
-      if (batch.length < this.#opts.batchSize && wait > 0) await sleep(wait)
-      await this.#write(batch)
-      batch = []
+      if (decisions.length < this.#opts.batchSize && wait > 0) await sleep(wait)
+      await this.#write(decisions, last)
+      decisions = []
+      last = undefined
     }
-    await this.#write(batch)
+    await this.#write(decisions, last)
   }
 
-  async #write(batch: JsMsg[]): Promise<void> {
-    if (batch.length === 0) return
+  async #write(decisions: Decision[], last: JsMsg | undefined): Promise<void> {
+    if (!last) return
     this.#lastWrite = Date.now()
-    const decisions: { seq: number; decision: Decision }[] = []
-    const valid: JsMsg[] = []
-    for (const msg of batch) {
-      try {
-        decisions.push({ seq: msg.seq, decision: msg.json<Decision>() })
-        valid.push(msg)
-      } catch (err) {
-        this.#opts.log.error({ err, seq: msg.seq, subject: msg.subject }, 'rule outcome sink: undecodable decision terminated')
-        msg.term('undecodable decision')
-      }
-    }
-    try {
-      await this.#opts.store.append(decisions)
-    } catch (err) {
-      this.#opts.log.error({ err, count: valid.length }, 'rule outcome sink: batch write failed; will be redelivered')
-      for (const msg of valid) msg.nak(1000)
-      return
-    }
-    for (const msg of valid) msg.ack()
+    const { store, log } = this.#opts
+    if (await writeUntilStored(() => store.append(decisions), { log, what: 'rule outcome sink', stopped: this.#stopped.signal })) last.ack()
   }
 }

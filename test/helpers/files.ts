@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { openStateDb } from '../../storage/index.ts'
 import { SLUICE_BIN } from './cli.ts'
 
 export interface Finished {
@@ -24,6 +25,14 @@ export function run(command: string, args: string[], opts: { input?: string; env
     child.once('close', (code) => resolve({ code, stdout, stderr, ms: Date.now() - started }))
   })
 }
+
+/** The audit log's entries of one action, oldest first. */
+export const auditOf = (dataDir: string, action: string) =>
+  openStateDb(join(dataDir, 'state.db')).prepare('SELECT actor, target, detail_json FROM audit_log WHERE action = ? ORDER BY id').all(action) as {
+    actor: string
+    target: string
+    detail_json: string
+  }[]
 
 /** `sluice ARGS` with stdin. */
 export const sluice = (args: string[], env: Record<string, string>, input?: string) => run(process.execPath, [SLUICE_BIN, ...args], { env, input })

@@ -28,6 +28,7 @@ export type {
   RuleCounters,
   SchemaChange,
   SchemaVersion,
+  StoredDecision,
 } from '../../storage/index.ts'
 
 export const FIELD_TYPES: readonly FieldType[] = ['string', 'integer', 'number', 'boolean', 'timestamp', 'json']

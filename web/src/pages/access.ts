@@ -1,6 +1,6 @@
 import { html } from 'htm/preact'
 import { useState } from 'preact/hooks'
-import { api } from '../api.ts'
+import { ApiError, api, type FieldError } from '../api.ts'
 import { isAdmin, primaryObject, useSigned } from '../session.ts'
 import type { KeyInfo } from '../types.ts'
 import { Badge, Card, CodeBlock, ErrorBox, formatTime, Loading, NeedsAdmin, NotAvailable, type Tone, timeAgo, useApi, useToast } from '../ui.ts'
@@ -161,12 +161,119 @@ function UploadLinks(props: { onToast: (message: string) => void }) {
   </${Card}>`
 }
 
-function SftpUsers() {
-  return html`<${Card} title="SFTP users">
-    <${NotAvailable} feature="Managing SFTP users in the page">
+interface SftpUser {
+  username: string
+  password: boolean
+  public_keys: string[]
+  created_at: string
+}
+
+/** `ssh-ed25519 AAAA... carol@laptop` as `ed25519 carol@laptop`: the key's type and comment, not its bytes. */
+function keyLabel(line: string): string {
+  const [type = '', , ...comment] = line.split(/\s+/)
+  return [type.replace(/^ssh-/, ''), ...comment].join(' ')
+}
+
+/** The field a server error points at: `/username`, `/body/username` and `/public_keys/1` name the form's fields. */
+const fieldOf = (pointer: string) => pointer.replace(/^\/body/, '').split('/')[1] ?? ''
+const SFTP_FIELDS = ['username', 'password', 'public_keys']
+
+function SftpUsers(props: { onToast: (message: string) => void }) {
+  const { routes } = useSigned()
+  const available = routes.has('GET /sftp-users')
+  const users = useApi<{ users: SftpUser[] }>(available ? '/sftp-users' : null)
+  const [username, setUsername] = useState('')
+  const [password, setPassword] = useState('')
+  const [keys, setKeys] = useState('')
+  const [fieldErrors, setFieldErrors] = useState<FieldError[]>([])
+  const [error, setError] = useState<Error>()
+  if (!available)
+    return html`<${Card} title="SFTP users"><${NotAvailable} feature="Managing SFTP users in the page">
       <p>SFTP users are managed on the server with the CLI:</p>
       <${CodeBlock} text=${'npx sluice sftp add-user acme --password\nnpx sluice sftp list\nnpx sluice sftp remove acme'} />
-    </${NotAvailable}>
+    </${NotAvailable}></${Card}>`
+  const create = async (e: Event) => {
+    e.preventDefault()
+    setFieldErrors([])
+    setError(undefined)
+    // One key a line, as in an authorized_keys file.
+    const publicKeys = keys
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('#'))
+    try {
+      const user = await api<SftpUser>('POST', '/sftp-users', { username: username.trim(), ...(password && { password }), public_keys: publicKeys })
+      setUsername('')
+      setPassword('')
+      setKeys('')
+      props.onToast(`Added SFTP user ${user.username}`)
+      users.reload()
+    } catch (err) {
+      const placed = err instanceof ApiError ? err.errors.filter((f) => SFTP_FIELDS.includes(fieldOf(f.pointer))) : []
+      setFieldErrors(placed)
+      if (placed.length === 0 || (err as ApiError).errors.length > placed.length) setError(err as Error)
+    }
+  }
+  const remove = async (user: SftpUser) => {
+    if (!confirm(`Remove the SFTP user ${user.username}? It can no longer log in; its folder and the files in it stay on the server.`)) return
+    try {
+      await api('DELETE', `/sftp-users/${encodeURIComponent(user.username)}`)
+      props.onToast(`Removed SFTP user ${user.username}`)
+      users.reload()
+    } catch (err) {
+      setError(err as Error)
+    }
+  }
+  const errorsAt = (field: string) =>
+    fieldErrors
+      .filter((f) => fieldOf(f.pointer) === field)
+      .map((f) => {
+        const line = field === 'public_keys' ? Number(f.pointer.split('/').pop()) : Number.NaN
+        return html`<div class="field-error" role="alert">${Number.isInteger(line) ? `Key ${line + 1}: ` : ''}${f.message}</div>`
+      })
+  /** A field's errors when it has any, else the hint saying what it takes. */
+  const below = (field: string, hint: string) => {
+    const errors = errorsAt(field)
+    return errors.length > 0 ? errors : html`<span class="hint">${hint}</span>`
+  }
+  const invalid = (field: string) => (fieldErrors.some((f) => fieldOf(f.pointer) === field) ? 'invalid' : '')
+  return html`<${Card} title="SFTP users" testid="sftp-users">
+    <p class="muted small">Partners log in with any SFTP client (the <code>files</code> role, port <code>files.sftpPort</code>, 2222 by default), each
+      in a folder of its own with a folder per object: a file put in <code>/transaction</code> becomes a batch job.</p>
+    <form class="form-grid sftp-form" onSubmit=${create} data-testid="sftp-user-form">
+      <label>User name
+        <input type="text" class=${invalid('username')} value=${username} onInput=${(e: Event) => setUsername((e.target as HTMLInputElement).value)}
+          placeholder="acme" autocomplete="off" data-testid="sftp-username" />
+        ${below('username', "lowercase letters, digits, _ and -; also its folder's name")}</label>
+      <label>Password
+        <input type="password" class=${invalid('password')} value=${password} onInput=${(e: Event) => setPassword((e.target as HTMLInputElement).value)}
+          autocomplete="new-password" data-testid="sftp-password" />
+        ${below('password', 'at least 10 characters; leave empty for key-only')}</label>
+      <label>Public keys
+        <textarea rows="2" class=${`mono ${invalid('public_keys')}`} value=${keys} onInput=${(e: Event) => setKeys((e.target as HTMLTextAreaElement).value)}
+          placeholder="ssh-ed25519 AAAA… user@host" spellcheck=${false} data-testid="sftp-keys"></textarea>
+        ${below('public_keys', 'OpenSSH public keys, one a line')}</label>
+      <div class="wide"><button class="btn primary small" type="submit" disabled=${!username.trim()} data-testid="create-sftp-user">Add SFTP user</button></div>
+    </form>
+    ${error && html`<${ErrorBox} error=${error} />`}
+    ${users.error && html`<${ErrorBox} error=${users.error} onRetry=${users.reload} />`}
+    ${
+      !users.data
+        ? !users.error && html`<${Loading} />`
+        : users.data.users.length === 0
+          ? html`<p class="muted" data-testid="sftp-users-empty">No SFTP users yet.</p>`
+          : html`<table class="data" data-testid="sftp-users-table">
+            <thead><tr><th>User</th><th>Logs in by</th><th>Keys</th><th>Added</th><th></th></tr></thead>
+            <tbody>${users.data.users.map(
+              (u) => html`<tr key=${u.username} data-sftp-user=${u.username}>
+                <td><b>${u.username}</b></td>
+                <td>${[u.password && 'password', u.public_keys.length > 0 && 'key'].filter(Boolean).join(' or ')}</td>
+                <td>${u.public_keys.length === 0 ? html`<span class="muted">—</span>` : u.public_keys.map((k) => html`<div class="mono small" title=${k}>${keyLabel(k)}</div>`)}</td>
+                <td title=${u.created_at}>${formatTime(u.created_at)}</td>
+                <td><button class="btn small danger" onClick=${() => remove(u)} data-testid="remove-sftp-user">Remove</button></td>
+              </tr>`,
+            )}</tbody></table>`
+    }
   </${Card}>`
 }
 
@@ -177,7 +284,7 @@ export function AccessPage() {
   return html`<div class="stack">
     <${ApiKeys} onToast=${showToast} />
     <${UploadLinks} onToast=${showToast} />
-    <${SftpUsers} />
+    <${SftpUsers} onToast=${showToast} />
     ${toast}
   </div>`
 }

@@ -5,12 +5,18 @@ import { exampleCommand } from '../examples.ts'
 import { live, useLiveEvent } from '../live.ts'
 import { href, navigate, type Route } from '../router.ts'
 import { primaryObject, useSigned } from '../session.ts'
-import type { Alert, FieldSpec, ObjectSchemaDoc, RecordPage, RecordView, SchemaVersion } from '../types.ts'
-import { Badge, Card, CodeBlock, DECISION_TONE, Empty, ErrorBox, formatTime, Loading, SEVERITY_TONE, timeAgo, useApi, useNow } from '../ui.ts'
+import type { Alert, FieldSpec, ObjectSchemaDoc, RecordPage, RecordView, SchemaVersion, StoredDecision } from '../types.ts'
+import { Badge, Card, CodeBlock, DECISION_TONE, Empty, ErrorBox, formatDuration, formatTime, Loading, SEVERITY_TONE, timeAgo, useApi, useNow } from '../ui.ts'
 
 const PAGE_SIZE = 50
 /** Rows kept on screen: the page plus what arrived live since. */
 const MAX_ROWS = 500
+/**
+ * The rule stage decides a moment after a record is stored: for a record received this recently the panel asks
+ * the server to wait for the decision (`?wait_ms=`) rather than show "no decision yet" for a few hundred ms.
+ */
+const FRESH_RECORD_MS = 60_000
+const DECISION_WAIT_MS = 5000
 
 /** A stored record, or one the live feed forwarded before the sink stored it (no sequence or store time yet). */
 interface Row extends Omit<RecordView, 'seq' | 'stored_at'>, Partial<Pick<RecordView, 'seq' | 'stored_at'>> {
@@ -50,6 +56,47 @@ function Cell(props: { value: unknown; spec?: FieldSpec }) {
   return text.length > 48 ? html`<span title=${text}>${text.slice(0, 48)}…</span>` : text
 }
 
+/** The rule stage's decision on a record (`GET /decisions/:record_id`): loading, none yet, failed, or decided. */
+function RecordDecision(props: { recordId: string; receivedAt: string }) {
+  const { recordId, receivedAt } = props
+  const { routes } = useSigned()
+  const available = routes.has('GET /decisions/{record_id}')
+  const [state, setState] = useState<{ decision?: StoredDecision; none?: boolean; error?: ApiError }>({})
+  const [generation, setGeneration] = useState(0)
+  useEffect(() => {
+    if (!available) return
+    let active = true
+    setState({})
+    const wait = Date.now() - Date.parse(receivedAt) < FRESH_RECORD_MS ? `?wait_ms=${DECISION_WAIT_MS}` : ''
+    api<StoredDecision>('GET', `/decisions/${encodeURIComponent(recordId)}${wait}`).then(
+      (decision) => active && setState({ decision }),
+      (error: ApiError) => active && setState(error.code === 'SLUICE_DECISION_NOT_FOUND' ? { none: true } : { error }),
+    )
+    return () => {
+      active = false
+    }
+  }, [available, recordId, receivedAt, generation])
+  const again = () => setGeneration((g) => g + 1)
+  if (!available) return html`<p class="muted">Decisions are not available in this build.</p>`
+  const { decision: d, none, error } = state
+  if (error) return html`<${ErrorBox} error=${error} title="The decision could not be loaded" onRetry=${again} />`
+  if (none)
+    return html`<p class="muted" data-testid="decision-none">No decision yet: the rule stage decides a moment after a record is stored, while a
+      process with the rules role runs. <button class="btn small ghost" onClick=${again}>Check again</button></p>`
+  if (!d) return html`<${Loading} label="Waiting for the rule stage…" />`
+  const ruleLinks = (ids: string[]) => ids.map((id, i) => html`${i > 0 && ', '}<a href=${href(['alerts'], { rule: id })}>${id}</a>`)
+  return html`<div data-testid="record-decision">
+    <p class="decision-line"><${Badge} tone=${DECISION_TONE[d.decision]}>${d.decision}</${Badge}>
+      <span class="muted">score ${d.score} · rule set v${d.rule_set_version}${d.evaluate_rules ? '' : ' · backfill: no alerts raised'}</span></p>
+    <dl class="kv">
+      <dt>Rules hit</dt><dd>${d.fired.length > 0 ? ruleLinks(d.fired) : html`<span class="muted">none</span>`}</dd>
+      ${d.shadow_hits.length > 0 && html`<dt>Shadow hits</dt><dd>${ruleLinks(d.shadow_hits)}</dd>`}
+      ${d.stopped_by && html`<dt>Stopped by</dt><dd>${d.stopped_by}</dd>`}
+      <dt>Evaluated</dt><dd title=${d.evaluated_at}>${formatTime(d.evaluated_at)} <span class="muted">· ${formatDuration(d.latency_ms)} after receipt</span></dd>
+    </dl>
+  </div>`
+}
+
 function RecordAlerts(props: { object: string; recordId: string }) {
   const { routes } = useSigned()
   const stored = useApi<{ alerts: Alert[] }>(
@@ -61,13 +108,9 @@ function RecordAlerts(props: { object: string; recordId: string }) {
   for (const a of [...live.recentAlerts, ...(stored.data?.alerts ?? [])]) if (a.record_id === props.recordId) seen.set(a.rule_id, a)
   const alerts = [...seen.values()]
   if (stored.loading && alerts.length === 0) return html`<${Loading} />`
-  if (stored.error && alerts.length === 0) return html`<${ErrorBox} error=${stored.error} title="Rule outcomes could not be loaded" />`
-  if (alerts.length === 0) return html`<p class="muted">No rule fired on this record.</p>`
-  // Every alert of one record carries the record's decision.
-  const { decision } = alerts[0]
+  if (stored.error && alerts.length === 0) return html`<${ErrorBox} error=${stored.error} title="Alerts could not be loaded" />`
+  if (alerts.length === 0) return html`<p class="muted">No alert on this record.</p>`
   return html`<div data-testid="record-alerts">
-    <p>Decision <${Badge} tone=${DECISION_TONE[decision]}>${decision}</${Badge}>
-      <span class="muted">· score ${alerts.reduce((n, a) => n + a.score, 0)} from ${alerts.length} rule${alerts.length === 1 ? '' : 's'}</span></p>
     <ul class="alert-list">${alerts.map(
       (a) => html`<li><${Badge} tone=${SEVERITY_TONE[a.severity]}>${a.severity}</${Badge}>
         <a href=${href(['alerts'], { rule: a.rule_id })}>${a.rule_name ?? a.rule_id}</a> <span class="muted">+${a.score}</span></li>`,
@@ -125,7 +168,9 @@ function RecordDetail(props: { object: string; recordId: string; schema: ObjectS
         <dt>Stored</dt><dd>${stored ? html`<span title=${stored.stored_at}>${formatTime(stored.stored_at)}</span>` : html`<span class="muted">not yet queryable</span>`}</dd>
         <dt>Stream seq</dt><dd>${stored?.seq ?? html`<span class="muted">—</span>`}</dd>
       </dl>
-      <h3 class="sub-head">Rule outcome</h3>
+      <h3 class="sub-head">Decision</h3>
+      <${RecordDecision} recordId=${recordId} receivedAt=${record.received_at} />
+      <h3 class="sub-head">Alerts</h3>
       <${RecordAlerts} object=${object} recordId=${recordId} />
       <h3 class="sub-head">Fields <button class="btn small ghost" onClick=${copy}>Copy JSON</button></h3>
       <dl class="kv">
