@@ -21,8 +21,17 @@ interface WindowEntry {
   values: Record<string, unknown>
 }
 
-/** The records of one object that share one group value (an account, a device...), in time order. */
-type Group = WindowEntry[]
+/**
+ * The records of one object that share one group value (an account, a device...), in (time, seq) order, and
+ * each feature's running aggregate over them. Positions are absolute (index + `removed`), so evicting from the
+ * front does not move what an aggregate counted; an insert before the end does, and bumps `reordered`.
+ */
+class Group {
+  readonly entries: WindowEntry[] = []
+  removed = 0
+  reordered = 0
+  readonly aggregates = new Map<string, RunningAggregate>()
+}
 
 /** Records of one object grouped by one field: what every feature with that object and group_by reads. */
 interface Series {
@@ -35,14 +44,16 @@ interface Series {
 }
 
 const seriesKey = (object: string, groupBy: string) => `${object}\u0000${groupBy}`
+/** Features with the same aggregate, field, window and exclusion read the same running state. */
+const aggregateKey = (f: FeatureDefinition) => `${f.aggregate}\u0000${f.field ?? ''}\u0000${f.windowMs}\u0000${f.exclude_current === true}`
 
 /** First index whose entry is after (time, seq) in (time, seq) order. */
-function upperBound(group: Group, time: number, seq: number): number {
+function upperBound(entries: WindowEntry[], time: number, seq: number): number {
   let lo = 0
-  let hi = group.length
+  let hi = entries.length
   while (lo < hi) {
     const mid = (lo + hi) >>> 1
-    const e = group[mid]
+    const e = entries[mid]
     if (e.time < time || (e.time === time && e.seq <= seq)) lo = mid + 1
     else hi = mid
   }
@@ -50,48 +61,173 @@ function upperBound(group: Group, time: number, seq: number): number {
 }
 
 /** First index whose entry's time is after `time`. */
-function firstAfter(group: Group, time: number): number {
-  return upperBound(group, time, Number.POSITIVE_INFINITY)
+function firstAfter(entries: WindowEntry[], time: number): number {
+  return upperBound(entries, time, Number.POSITIVE_INFINITY)
 }
 
-function aggregate(feature: FeatureDefinition, group: Group, from: number, to: number, excludeSeq: number | undefined): number | undefined {
+/**
+ * Sums are kept in ten-thousandths as integers when every value allows it (amounts do), so adding and removing
+ * values as the window slides gives exactly what summing the window afresh gives, whatever the order: a float
+ * running sum would drift, and a restarted stage would decide differently from one that never stopped.
+ */
+const SUM_SCALE = 10_000
+
+function sumUnits(value: number): number | undefined {
+  const units = Math.round(value * SUM_SCALE)
+  return Number.isSafeInteger(units) && units / SUM_SCALE === value ? units : undefined
+}
+
+/** Values in window order with the smallest (or largest) kept at the head: the window's minimum (maximum) in O(1). */
+class MonotonicQueue {
+  readonly #positions: number[] = []
+  readonly #values: number[] = []
+  #head = 0
+
+  constructor(readonly keeps: (kept: number, incoming: number) => boolean) {}
+
+  push(position: number, value: number): void {
+    while (this.#values.length > this.#head && !this.keeps(this.#values[this.#values.length - 1], value)) {
+      this.#values.pop()
+      this.#positions.pop()
+    }
+    this.#positions.push(position)
+    this.#values.push(value)
+  }
+
+  /** Drops what lies before `position`. */
+  dropBefore(position: number): void {
+    while (this.#head < this.#positions.length && this.#positions[this.#head] < position) this.#head++
+    // Compact now and then, so the arrays do not grow with every value ever pushed.
+    if (this.#head > 1024 && this.#head * 2 > this.#positions.length) {
+      this.#positions.splice(0, this.#head)
+      this.#values.splice(0, this.#head)
+      this.#head = 0
+    }
+  }
+
+  head(): number | undefined {
+    return this.#head < this.#values.length ? this.#values[this.#head] : undefined
+  }
+}
+
+/**
+ * One feature's aggregate over a group's entries at absolute positions [from, to), moved forward as records
+ * arrive in order: each entry is added once and removed once, instead of the whole window being read for
+ * every record (quadratic for an account with many records in its window).
+ */
+class RunningAggregate {
+  from = 0
+  to = 0
+  reordered = -1
+  /** Values present (not null): what count and avg count. */
+  present = 0
+  /** Sum of the numbers, in SUM_SCALE units; `inexact` numbers in the window do not fit that, nor does an overflow. */
+  units = 0
+  inexact = 0
+  readonly min = new MonotonicQueue((kept, incoming) => kept < incoming)
+  readonly max = new MonotonicQueue((kept, incoming) => kept > incoming)
+  readonly distinct = new Map<unknown, number>()
+
+  constructor(readonly feature: FeatureDefinition) {}
+
+  /** Moves the window to [from, to) (absolute positions), starting afresh when it cannot get there by moving forward. */
+  moveTo(group: Group, from: number, to: number): void {
+    if (this.reordered !== group.reordered || from < this.from || to < this.to || from > this.to || this.from < group.removed) this.#reset(group, from)
+    for (; this.from < from; this.from++) this.#remove(group.entries[this.from - group.removed].values)
+    for (; this.to < to; this.to++) this.#add(this.to, group.entries[this.to - group.removed].values)
+    this.min.dropBefore(from)
+    this.max.dropBefore(from)
+  }
+
+  #reset(group: Group, at: number): void {
+    Object.assign(this, { from: at, to: at, reordered: group.reordered, present: 0, units: 0, inexact: 0 })
+    this.min.dropBefore(Number.POSITIVE_INFINITY)
+    this.max.dropBefore(Number.POSITIVE_INFINITY)
+    this.distinct.clear()
+  }
+
+  #add(position: number, values: Record<string, unknown>): void {
+    const value = values[this.feature.field as string]
+    if (value === null || value === undefined) return
+    this.present++
+    const op = this.feature.aggregate
+    if (op === 'distinct_count') this.distinct.set(value, (this.distinct.get(value) ?? 0) + 1)
+    if (typeof value !== 'number') return
+    if (op === 'min') this.min.push(position, value)
+    else if (op === 'max') this.max.push(position, value)
+    else if (op === 'sum' || op === 'avg') {
+      const units = sumUnits(value)
+      if (units === undefined) this.inexact++
+      else this.units += units
+    }
+  }
+
+  #remove(values: Record<string, unknown>): void {
+    const value = values[this.feature.field as string]
+    if (value === null || value === undefined) return
+    this.present--
+    const op = this.feature.aggregate
+    if (op === 'distinct_count') {
+      const left = (this.distinct.get(value) as number) - 1
+      if (left === 0) this.distinct.delete(value)
+      else this.distinct.set(value, left)
+    }
+    if (typeof value !== 'number' || (op !== 'sum' && op !== 'avg')) return
+    const units = sumUnits(value)
+    if (units === undefined) this.inexact--
+    else this.units -= units
+  }
+
+  /** The sum of the numbers in the window: exact in units, else summed afresh in window order. */
+  sum(group: Group): number {
+    if (this.inexact === 0 && Number.isSafeInteger(this.units)) return this.units / SUM_SCALE
+    let sum = 0
+    for (let i = this.from; i < this.to; i++) {
+      const value = group.entries[i - group.removed].values[this.feature.field as string]
+      if (typeof value === 'number') sum += value
+    }
+    return sum
+  }
+}
+
+/**
+ * The feature's value over entries [from, to) of the group (indices), without the entry with `excludeSeq`.
+ * The excluded record is the one just added, normally the window's last entry: the running aggregate then
+ * covers the window without it, and takes it in on the next record. Anywhere else (it arrived late), the
+ * window is read afresh.
+ */
+function aggregate(feature: FeatureDefinition, group: Group | undefined, from: number, to: number, excludeSeq: number | undefined): number | undefined {
   const { aggregate: op, field } = feature
   // The record itself, when excluded, is in the window: it was added just before, at the window's end.
   if (op === 'count' && field === undefined) return to - from - (excludeSeq === undefined ? 0 : 1)
-  const distinct = op === 'distinct_count' ? new Set<unknown>() : undefined
-  let n = 0
-  let sum = 0
-  let min = Number.POSITIVE_INFINITY
-  let max = Number.NEGATIVE_INFINITY
-  for (let i = from; i < to; i++) {
-    const entry = group[i]
-    if (entry.seq === excludeSeq) continue
-    const value = entry.values[field as string]
-    if (value === null || value === undefined) continue
-    if (distinct) {
-      distinct.add(value)
-      continue
-    }
-    n++
-    if (typeof value !== 'number') continue
-    sum += value
-    if (value < min) min = value
-    if (value > max) max = value
-  }
+  if (!group) return op === 'count' || op === 'distinct_count' || op === 'sum' ? 0 : undefined
+  const key = aggregateKey(feature)
+  let running = group.aggregates.get(key)
+  if (!running) group.aggregates.set(key, (running = new RunningAggregate(feature)))
+  const excludedLast = excludeSeq !== undefined && to > from && group.entries[to - 1].seq === excludeSeq
+  if (excludeSeq !== undefined && !excludedLast) return scanWindow(feature, group.entries, from, to, excludeSeq)
+  running.moveTo(group, from + group.removed, to - (excludedLast ? 1 : 0) + group.removed)
   switch (op) {
     case 'distinct_count':
-      return (distinct as Set<unknown>).size
+      return running.distinct.size
     case 'count':
-      return n
+      return running.present
     case 'sum':
-      return sum
+      return running.sum(group)
     case 'avg':
-      return n === 0 ? undefined : sum / n
+      return running.present === 0 ? undefined : running.sum(group) / running.present
     case 'min':
-      return n === 0 ? undefined : min
+      return running.min.head()
     case 'max':
-      return n === 0 ? undefined : max
+      return running.max.head()
   }
+}
+
+/** The feature's value read from every entry of the window: for a record that arrived out of order. */
+function scanWindow(feature: FeatureDefinition, entries: WindowEntry[], from: number, to: number, excludeSeq: number): number | undefined {
+  const group = new Group()
+  group.entries.push(...entries.slice(from, to).filter((e) => e.seq !== excludeSeq))
+  return aggregate(feature, group, 0, group.entries.length, undefined)
 }
 
 /**
@@ -133,14 +269,18 @@ export class FeatureWindows {
       if (key === null || key === undefined) continue
       const groupKey = String(key)
       let group = series.groups.get(groupKey)
-      if (!group) series.groups.set(groupKey, (group = []))
+      if (!group) series.groups.set(groupKey, (group = new Group()))
       const values: Record<string, unknown> = {}
       for (const field of series.fields) values[field] = record[field]
       const entry = { time, seq, values }
-      const last = group[group.length - 1]
-      if (!last || last.time < time || (last.time === time && last.seq < seq)) group.push(entry)
-      else group.splice(upperBound(group, time, seq), 0, entry)
-      evict(group, group[group.length - 1].time - series.spanMs - this.#lateMs)
+      const { entries } = group
+      const last = entries[entries.length - 1]
+      if (!last || last.time < time || (last.time === time && last.seq < seq)) entries.push(entry)
+      else {
+        entries.splice(upperBound(entries, time, seq), 0, entry)
+        group.reordered++
+      }
+      evict(group, entries[entries.length - 1].time - series.spanMs - this.#lateMs)
     }
     // Groups that stop receiving records are swept now and then, so an idle account's window does not stay forever.
     if (++this.#added % 10_000 === 0) this.#sweep(time)
@@ -151,7 +291,7 @@ export class FeatureWindows {
       const horizon = newest - series.spanMs - this.#lateMs
       for (const [key, group] of series.groups) {
         evict(group, horizon)
-        if (group.length === 0) series.groups.delete(key)
+        if (group.entries.length === 0) series.groups.delete(key)
       }
     }
   }
@@ -162,10 +302,10 @@ export class FeatureWindows {
     for (const f of features) {
       const key = record[f.group_by]
       const group = key === null || key === undefined ? undefined : this.#series.get(seriesKey(f.object, f.group_by))?.groups.get(String(key))
-      const from = group ? firstAfter(group, time - f.windowMs) : 0
-      const to = group ? firstAfter(group, time) : 0
+      const from = group ? firstAfter(group.entries, time - f.windowMs) : 0
+      const to = group ? firstAfter(group.entries, time) : 0
       const excludeSeq = group && f.exclude_current && f.object === object ? seq : undefined
-      const value = aggregate(f, group ?? [], from, to, excludeSeq)
+      const value = aggregate(f, group, from, to, excludeSeq)
       if (value !== undefined) out[f.name] = value
     }
     return out
@@ -173,7 +313,10 @@ export class FeatureWindows {
 }
 
 function evict(group: Group, before: number): void {
+  const { entries } = group
   let n = 0
-  while (n < group.length && group[n].time < before) n++
-  if (n > 0) group.splice(0, n)
+  while (n < entries.length && entries[n].time < before) n++
+  if (n === 0) return
+  entries.splice(0, n)
+  group.removed += n
 }
