@@ -76,6 +76,11 @@ export const ConfigSchema = Type.Object(
         leaseSeconds: Type.Integer({ default: 30, minimum: 2 }),
         /** How often an idle worker looks for a queued job. */
         pollIntervalMs: Type.Integer({ default: 250, minimum: 10 }),
+        /**
+         * Once a job's records are stored, it completes when the rule stage has decided on them all, or when the
+         * count of decided records has not moved for this long (the rule stage is down, say).
+         */
+        evaluationWaitSeconds: Type.Integer({ default: 30, minimum: 0 }),
       },
       { default: {}, additionalProperties: false },
     ),

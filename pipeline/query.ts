@@ -12,17 +12,24 @@ import {
   type RuleStats,
   type SchemaConflict,
   type StoredDecision,
+  tableName,
 } from '../storage/index.ts'
 import { type ErrorCode, SluiceError } from './errors.ts'
 import type { Logger } from './logger.ts'
 import { QUERY_QUEUE, SUBJECTS } from './streams.ts'
 
 /** Requests the analytics store answers; the role owning the DuckDB file serves them over NATS. */
+/** A batch job's records in the analytics store, and how many of them the rule stage decided on. */
+export interface JobStoredCounts {
+  stored: number
+  evaluated: number
+}
+
 interface QueryRequests {
   [SUBJECTS.queryRecords]: { request: RecordQuery; response: RecordPage }
   [SUBJECTS.queryStats]: { request: { objects: string[] }; response: ObjectStats[] }
   [SUBJECTS.querySchemaConflicts]: { request: { schema: ObjectSchemaDoc }; response: SchemaConflict[] }
-  [SUBJECTS.queryJobStored]: { request: { object: string; job_id: string }; response: number }
+  [SUBJECTS.queryJobStored]: { request: { object: string; job_id: string }; response: JobStoredCounts }
   [SUBJECTS.queryRuleStats]: { request: { since_ms: number }; response: RuleStats }
   [SUBJECTS.queryAlerts]: { request: AlertQuery; response: AlertPage }
   [SUBJECTS.queryDecision]: { request: { record_id: string }; response: StoredDecision | null }
@@ -38,7 +45,10 @@ export function serveQueries(nc: NatsConnection, store: AnalyticsStore, log: Log
     [SUBJECTS.queryRecords]: (req) => store.queryRecords(req),
     [SUBJECTS.queryStats]: (req) => store.stats(req.objects),
     [SUBJECTS.querySchemaConflicts]: (req) => store.schemaConflicts(req.schema),
-    [SUBJECTS.queryJobStored]: (req) => store.jobStoredCount(req.object, req.job_id),
+    [SUBJECTS.queryJobStored]: async (req) => ({
+      stored: await store.jobStoredCount(req.object, req.job_id),
+      evaluated: store.hasTable(req.object) ? await outcomes.jobEvaluatedCount(tableName(req.object), req.job_id) : 0,
+    }),
     [SUBJECTS.queryRuleStats]: (req) => outcomes.stats(req.since_ms),
     [SUBJECTS.queryAlerts]: (req) => outcomes.alerts(req),
     [SUBJECTS.queryDecision]: (req) => outcomes.decision(req.record_id),

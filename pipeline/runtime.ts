@@ -124,6 +124,7 @@ function batchRole(ctx: RuntimeContext): Role {
     registry: ctx.registry,
     ingestor: ctx.ingestor,
     queries: ctx.queries,
+    jsm: ctx.jsm,
     log: ctx.log.child({ role: 'batch' }),
     config: ctx.config.batch,
   })

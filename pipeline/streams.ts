@@ -70,6 +70,8 @@ export const CONSUMERS = {
  */
 export const RULE_CONSUMERS = {
   durable: (partition: number) => `rules-p${String(partition).padStart(2, '0')}`,
+  /** What every rule consumer's name starts with. */
+  prefix: 'rules-p',
   filter: (partition: number) => `sluice.records.*.${partition}`,
 } as const
 

@@ -339,6 +339,14 @@ export class RuleOutcomeStore {
     )
   }
 
+  /** How many records of `recordsTable` stored by a batch job have a decision: the job's evaluated count. */
+  async jobEvaluatedCount(recordsTable: string, jobId: string): Promise<number> {
+    const res = await this.#read.runAndReadAll(`SELECT count(*) AS n FROM rule_decisions WHERE _seq IN (SELECT _seq FROM ${recordsTable} WHERE _job_id = ?)`, [
+      jobId,
+    ])
+    return Number(res.getRowObjectsJS()[0].n)
+  }
+
   /** Decision counts and per-rule counters since `sinceMs` (epoch ms). */
   async stats(sinceMs: number): Promise<RuleStats> {
     const since = new DuckDBTimestampValue(BigInt(Math.floor(sinceMs / MINUTE_MS) * MINUTE_MS) * 1000n)

@@ -10,7 +10,7 @@ interface JobStatus {
   job_id: string
   state: string
   object: string | null
-  counts: { total: number | null; processed: number; accepted: number; rejected: number; stored: number }
+  counts: { total: number | null; processed: number; accepted: number; rejected: number; stored: number; evaluated: number }
   progress: { percent: number }
   first_errors: { row: number; record_key: string | null; pointer: string; message: string }[]
   errors_url: string
@@ -61,7 +61,7 @@ t.test('batch uploads: formats, counts, error reports', async (t) => {
     t.equal(res.status, 202)
     const status = await finished(s, await jobIdOf(res))
     t.equal(status.state, 'completed_with_errors')
-    t.match(status.counts, { total: 51, processed: 51, accepted: 47, rejected: 4, stored: 47 })
+    t.match(status.counts, { total: 51, processed: 51, accepted: 47, rejected: 4, stored: 47, evaluated: 47 }, 'completed once stored and decided')
     t.same(
       status.first_errors.map((e) => [e.row, e.pointer]),
       [
@@ -166,6 +166,13 @@ t.test('a cancelled job stops and says so', async (t) => {
   t.equal(cancel.status, 202)
   t.match(await cancel.json(), { state: 'cancelled' })
   t.equal((await s.request('DELETE', `/batch-status/${id}`)).status, 409, 'a finished job cannot be cancelled again')
+})
+
+t.test('where no rule stage runs, a job completes once its records are stored', async (t) => {
+  const nats = await startTestNats(t)
+  const s = await startTestSluice(t, { natsUrl: nats.url, config: { roles: ['ingress', 'sink', 'batch'] } })
+  const status = await finished(s, await jobIdOf(await upload(s, JSON.stringify(transactions.slice(0, 5)), 'application/json', '?object=transaction')))
+  t.match(status, { state: 'completed', counts: { accepted: 5, stored: 5, evaluated: 0 } })
 })
 
 t.test('a backfill of a new field shows in the current view and keeps history', async (t) => {

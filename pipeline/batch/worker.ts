@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
+import type { JetStreamManager } from '@nats-io/jetstream'
 import { type BatchJob, type BatchJobStore, FINAL_STATES, type RowError, type SchemaRegistry } from '../../storage/index.ts'
 import type { SluiceConfig } from '../config.ts'
 import { isSluiceError } from '../errors.ts'
 import type { RecordIngestor } from '../ingest.ts'
 import type { Logger } from '../logger.ts'
-import type { QueryClient } from '../query.ts'
-import { SUBJECTS } from '../streams.ts'
+import type { JobStoredCounts, QueryClient } from '../query.ts'
+import { RULE_CONSUMERS, STREAMS, SUBJECTS } from '../streams.ts'
 import { PayloadError, type PayloadItem, type PayloadSettings, readPayload, typeCsvRecord } from './payload.ts'
 
 export interface BatchWorkerOptions {
@@ -14,6 +15,8 @@ export interface BatchWorkerOptions {
   registry: SchemaRegistry
   ingestor: RecordIngestor
   queries: QueryClient
+  /** Tells whether a rule stage is part of this deployment (its consumers exist). */
+  jsm: JetStreamManager
   log: Logger
   config: SluiceConfig['batch']
 }
@@ -151,7 +154,7 @@ export class BatchWorker {
         // The sink stores while records are still going out: show that progress too, every few seconds.
         if (Date.now() - storedAskedAt > 2000) {
           storedAskedAt = Date.now()
-          await this.#refreshStored(job.id, object)
+          await this.#refreshCounts(job.id, object)
         }
       }
     }
@@ -192,29 +195,49 @@ export class BatchWorker {
     jobs.recordChunk(job.id, { accepted, rejected: chunk.length - accepted, errors, checkpoint_row: chunk[chunk.length - 1].row })
   }
 
-  /** Asks the analytics store how many of the job's records it holds and notes it; the last count if it does not answer. */
-  async #refreshStored(id: string, object: string): Promise<number> {
+  /** Asks the analytics store how many of the job's records it holds and the rule stage decided on, and notes it; the last counts if it does not answer. */
+  async #refreshCounts(id: string, object: string): Promise<JobStoredCounts> {
     const { jobs, queries } = this.#opts
     try {
-      const stored = await queries.request(SUBJECTS.queryJobStored, { object, job_id: id })
-      jobs.setProgress(id, { stored })
-      return stored
+      const counts = await queries.request(SUBJECTS.queryJobStored, { object, job_id: id })
+      jobs.setProgress(id, counts)
+      return counts
     } catch (err) {
       if (!isSluiceError(err)) throw err
-      return (jobs.get(id) as BatchJob).stored
+      const job = jobs.get(id) as BatchJob
+      return { stored: job.stored, evaluated: job.evaluated }
     }
   }
 
-  /** Waits until the analytics store holds every accepted record, then closes the job. */
+  /** Whether the rule stage ever ran against this NATS: its durable consumers are there. */
+  async #ruleStageDeployed(): Promise<boolean> {
+    for await (const consumer of this.#opts.jsm.consumers.list(STREAMS.records.name)) {
+      if (consumer.name.startsWith(RULE_CONSUMERS.prefix)) return true
+    }
+    return false
+  }
+
+  /**
+   * Waits until the analytics store holds every accepted record and, when the deployment has a rule stage, it
+   * decided on them all (or the decided count stalls for batch.evaluationWaitSeconds), then closes the job.
+   */
   async #awaitStored(id: string, object: string): Promise<void> {
     const { jobs, config } = this.#opts
+    const awaitEvaluation = await this.#ruleStageDeployed()
+    let evaluatedBefore = -1
+    let evaluatedMovedAt = Date.now()
     for (;;) {
       this.#checkpoint(id)
-      const stored = await this.#refreshStored(id, object)
+      const { stored, evaluated } = await this.#refreshCounts(id, object)
       const job = jobs.get(id) as BatchJob
-      if (stored >= job.accepted) {
+      if (evaluated !== evaluatedBefore) {
+        evaluatedBefore = evaluated
+        evaluatedMovedAt = Date.now()
+      }
+      const evaluationDone = !awaitEvaluation || evaluated >= job.accepted || Date.now() - evaluatedMovedAt >= config.evaluationWaitSeconds * 1000
+      if (stored >= job.accepted && evaluationDone) {
         jobs.transition(id, job.rejected > 0 ? 'completed_with_errors' : 'completed')
-        this.#opts.log.info({ job: id, accepted: job.accepted, rejected: job.rejected }, 'batch job finished')
+        this.#opts.log.info({ job: id, accepted: job.accepted, rejected: job.rejected, evaluated }, 'batch job finished')
         return
       }
       await sleep(Math.min(500, config.pollIntervalMs * 2))

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream'
 import type { Decision, RuleOutcomeStore } from '../../storage/index.ts'
 import type { Logger } from '../logger.ts'
@@ -17,8 +16,8 @@ export interface RuleOutcomeSinkOptions {
 
 /**
  * Consumes SLUICE_DECISIONS (each message a batch of the rule stage's decisions) and stores decisions, hits
- * and per-rule counters in DuckDB for the dashboard. A write holds what has arrived when the sink has caught
- * up and the last write is flushIntervalMs old, or batchSize decisions. It is acked through its last message
+ * and per-rule counters in DuckDB for the dashboard. A write holds batchSize decisions, or what arrived within
+ * flushIntervalMs of the first. It is acked through its last message
  * once written; a failed write is retried until it succeeds, and the store skips records it already holds a
  * decision on, so redelivery never counts a decision twice.
  */
@@ -27,7 +26,11 @@ export class RuleOutcomeSink {
   readonly #stopped = new AbortController()
   #messages?: ConsumerMessages
   #loop?: Promise<void>
-  #lastWrite = 0
+  #decisions: Decision[] = []
+  /** The last message whose decisions are in #decisions: acking it acks the write (ack policy all). */
+  #last?: JsMsg
+  #timer?: NodeJS.Timeout
+  #writing: Promise<void> = Promise.resolve()
 
   constructor(opts: RuleOutcomeSinkOptions) {
     this.#opts = opts
@@ -39,36 +42,44 @@ export class RuleOutcomeSink {
     this.#loop = this.#consume(this.#messages)
   }
 
+  /** Stops taking messages and writes what it holds. */
   async stop(): Promise<void> {
     this.#stopped.abort()
     await this.#messages?.close()
     await this.#loop
+    await this.#flush()
   }
 
+  // Whether more messages are buffered is not something to wait on (nats.js's pending count can stay above
+  // zero after the last one): a write happens when batchSize decisions are in, or flushIntervalMs after the first.
   async #consume(messages: ConsumerMessages): Promise<void> {
-    let decisions: Decision[] = []
-    let last: JsMsg | undefined
     for await (const msg of messages) {
       try {
-        decisions.push(...msg.json<Decision[]>())
-        last = msg
+        this.#decisions.push(...msg.json<Decision[]>())
+        this.#last = msg
       } catch (err) {
         this.#opts.log.error({ err, seq: msg.seq, subject: msg.subject }, 'rule outcome sink: undecodable decision batch terminated')
         msg.term('undecodable decision batch')
+        continue
       }
-      if (decisions.length < this.#opts.batchSize && messages.getPending() > 0) continue
-      const wait = this.#lastWrite + this.#opts.flushIntervalMs - Date.now()
-      if (decisions.length < this.#opts.batchSize && wait > 0) await sleep(wait)
-      await this.#write(decisions, last)
-      decisions = []
-      last = undefined
+      if (this.#decisions.length >= this.#opts.batchSize) await this.#flush()
+      else this.#timer ??= setTimeout(() => void this.#flush(), this.#opts.flushIntervalMs)
     }
-    await this.#write(decisions, last)
   }
 
-  async #write(decisions: Decision[], last: JsMsg | undefined): Promise<void> {
+  #flush(): Promise<void> {
+    this.#writing = this.#writing.then(() => this.#write())
+    return this.#writing
+  }
+
+  async #write(): Promise<void> {
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    const decisions = this.#decisions
+    const last = this.#last
+    this.#decisions = []
+    this.#last = undefined
     if (!last) return
-    this.#lastWrite = Date.now()
     const { store, log } = this.#opts
     if (await writeUntilStored(() => store.append(decisions), { log, what: 'rule outcome sink', stopped: this.#stopped.signal })) last.ack()
   }
