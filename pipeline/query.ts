@@ -12,7 +12,6 @@ import {
   type RuleStats,
   type SchemaConflict,
   type StoredDecision,
-  tableName,
 } from '../storage/index.ts'
 import { type ErrorCode, SluiceError } from './errors.ts'
 import type { Logger } from './logger.ts'
@@ -47,7 +46,7 @@ export function serveQueries(nc: NatsConnection, store: AnalyticsStore, log: Log
     [SUBJECTS.querySchemaConflicts]: (req) => store.schemaConflicts(req.schema),
     [SUBJECTS.queryJobStored]: async (req) => ({
       stored: await store.jobStoredCount(req.object, req.job_id),
-      evaluated: store.hasTable(req.object) ? await outcomes.jobEvaluatedCount(tableName(req.object), req.job_id) : 0,
+      evaluated: await outcomes.jobEvaluatedCount(req.job_id),
     }),
     [SUBJECTS.queryRuleStats]: (req) => outcomes.stats(req.since_ms),
     [SUBJECTS.queryAlerts]: (req) => outcomes.alerts(req),

@@ -86,6 +86,7 @@ export class RuleState {
         account_id: typeof accountId === 'string' ? accountId : null,
         ...evaluateRules(ruleSets[i], env.object, context),
         evaluate_rules: env.evaluate_rules !== false,
+        ...(env.job_id && { job_id: env.job_id }),
         record_time: new Date(time).toISOString(),
         received_at: new Date(env.received_at).toISOString(),
         evaluated_at: new Date(now).toISOString(),

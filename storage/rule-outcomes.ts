@@ -53,6 +53,8 @@ export interface Decision {
   rule_set_version: number
   /** false for a historical backfill: the outcome is recorded, no alert is raised. */
   evaluate_rules: boolean
+  /** The batch job that carried the record, if one did: how a job's progress counts the records decided. */
+  job_id?: string
   /** The record's own time (its schema's time_field), ISO 8601. */
   record_time: string
   received_at: string
@@ -139,7 +141,9 @@ const TABLES = [
      _seq BIGINT NOT NULL, record_id VARCHAR NOT NULL, record_seq BIGINT NOT NULL, object VARCHAR NOT NULL, account_id VARCHAR,
      decision VARCHAR NOT NULL, score DOUBLE NOT NULL, tags VARCHAR[] NOT NULL, fired VARCHAR[] NOT NULL, stopped_by VARCHAR,
      rule_set_version INTEGER NOT NULL, evaluate_rules BOOLEAN NOT NULL,
-     record_time TIMESTAMP NOT NULL, received_at TIMESTAMP NOT NULL, evaluated_at TIMESTAMP NOT NULL)`,
+     record_time TIMESTAMP NOT NULL, received_at TIMESTAMP NOT NULL, evaluated_at TIMESTAMP NOT NULL, job_id VARCHAR)`,
+  // Added after the first release: a file made before has no such column yet.
+  'ALTER TABLE rule_decisions ADD COLUMN IF NOT EXISTS job_id VARCHAR',
   `CREATE TABLE IF NOT EXISTS rule_alerts (
      _seq BIGINT NOT NULL, record_id VARCHAR NOT NULL, record_seq BIGINT NOT NULL, object VARCHAR NOT NULL, account_id VARCHAR,
      rule_id VARCHAR NOT NULL, rule_version INTEGER NOT NULL, mode VARCHAR NOT NULL, score DOUBLE NOT NULL, severity VARCHAR NOT NULL,
@@ -290,6 +294,7 @@ export class RuleOutcomeStore {
         appender.appendTimestamp(tsValue(d.record_time))
         appender.appendTimestamp(tsValue(d.received_at))
         appender.appendTimestamp(tsValue(d.evaluated_at))
+        appendNullable(appender, d.job_id ?? null)
         appender.endRow()
       }
     })
@@ -339,11 +344,9 @@ export class RuleOutcomeStore {
     )
   }
 
-  /** How many records of `recordsTable` stored by a batch job have a decision: the job's evaluated count. */
-  async jobEvaluatedCount(recordsTable: string, jobId: string): Promise<number> {
-    const res = await this.#read.runAndReadAll(`SELECT count(*) AS n FROM rule_decisions WHERE _seq IN (SELECT _seq FROM ${recordsTable} WHERE _job_id = ?)`, [
-      jobId,
-    ])
+  /** How many records of a batch job have a decision: the job's evaluated count. */
+  async jobEvaluatedCount(jobId: string): Promise<number> {
+    const res = await this.#read.runAndReadAll('SELECT count(*) AS n FROM rule_decisions WHERE job_id = ?', [jobId])
     return Number(res.getRowObjectsJS()[0].n)
   }
 
