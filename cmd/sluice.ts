@@ -1,6 +1,15 @@
 import { join } from 'node:path'
 import { Command, Option } from 'commander'
-import { type ConfigInput, createLogger, DEFAULT_SCHEMAS_DIR, loadConfig, ROLE_NAMES, type SluiceConfig, startSluice } from '../pipeline/index.ts'
+import {
+  type ConfigInput,
+  createLogger,
+  DEFAULT_SCHEMAS_DIR,
+  isSluiceError,
+  loadConfig,
+  ROLE_NAMES,
+  type SluiceConfig,
+  startSluice,
+} from '../pipeline/index.ts'
 import { ApiKeyStore, diffSchemas, openStateDb, SCOPES, type SchemaChange, SchemaRegistry, type SchemaVersion, type Scope } from '../storage/index.ts'
 import { registerBatchCommands } from './batch.ts'
 import { runDemo } from './demo.ts'
@@ -176,4 +185,18 @@ registerBatchCommands(program)
 registerFilesCommands(program)
 registerRuleCommands(program, configFrom)
 
-await program.parseAsync()
+/** What went wrong, in one line for the person at the terminal: a stack trace tells them nothing. */
+function describeFailure(err: unknown): string {
+  const failure = err as NodeJS.ErrnoException & { address?: string; port?: number }
+  if (failure?.code === 'EADDRINUSE')
+    return `cannot listen on ${failure.address}:${failure.port}: the address is in use (another Sluice?); choose another port (--port or SLUICE_HTTP_PORT for HTTP, files.sftpPort for SFTP)`
+  if (isSluiceError(err)) return `${err.code}: ${err.message}`
+  return failure?.message ?? String(err)
+}
+
+try {
+  await program.parseAsync()
+} catch (err) {
+  process.stderr.write(`sluice: ${describeFailure(err)}\n`)
+  process.exit(1)
+}

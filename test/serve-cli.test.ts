@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import t from 'tap'
 import { generateBatch } from '../fixtures/generator.ts'
@@ -37,6 +38,20 @@ function nextServerPids(): string[] {
     return []
   }
 }
+
+t.test('a port in use is a one-line error naming it, and serve exits 1', async (t) => {
+  const taken = createServer()
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => taken.close())
+  const { port } = taken.address() as { port: number }
+  const failed = await runCli(['serve'], { SLUICE_DATA_DIR: tempDir(t), SLUICE_HTTP_PORT: String(port), SLUICE_LOG_LEVEL: 'error' }).then(
+    () => undefined,
+    (err: { code: number; stderr: string }) => err,
+  )
+  t.equal(failed?.code, 1)
+  t.match(failed?.stderr, new RegExp(`^sluice: cannot listen on 127\\.0\\.0\\.1:${port}: the address is in use`, 'm'))
+  t.notMatch(failed?.stderr, /at Server\./, 'no stack trace')
+})
 
 t.test('sluice serve on its own embedded nats-server: restart keeps data, key and sink position', async (t) => {
   const dataDir = tempDir(t)
