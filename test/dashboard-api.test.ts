@@ -103,6 +103,17 @@ t.test('dashboard sessions, keys and live events', async (t) => {
     t.equal(bearer.status, 202, 'Bearer clients need no header')
   })
 
+  t.test('a field the API does not know is a 400 naming it, not silently dropped', async (t) => {
+    const res = await s.request('POST', '/keys', { name: 'typo', scopes: ['read'], expires: '2027-01-01' })
+    t.equal(res.status, 400)
+    t.match(await res.json(), { code: 'SLUICE_BAD_REQUEST', errors: [{ pointer: '/body/expires' }] })
+    const keys = (await (await s.request('GET', '/keys')).json()) as { keys: { name: string }[] }
+    t.notOk(
+      keys.keys.some((k) => k.name === 'typo'),
+      'no key was made',
+    )
+  })
+
   t.test('only keys with the read or admin scope can sign in; unknown keys cannot', async (t) => {
     const created = await s.request('POST', '/keys', { name: 'shipper', scopes: ['ingest'] })
     t.equal(created.status, 201)

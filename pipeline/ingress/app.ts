@@ -121,6 +121,9 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
     // Per-request log lines would cost more than the request at thousands per second;
     // /metrics counts requests, and errors are logged by the problem handler.
     logController: new LogController({ disableRequestLogging: true }),
+    // fastify's default drops fields a schema does not name; a field the server does not know is the caller's
+    // mistake (a typo in a scope, say) and gets a 400 naming it.
+    ajv: { customOptions: { removeAdditional: false } },
   })
   await app.register(swagger, {
     openapi: {

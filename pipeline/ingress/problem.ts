@@ -37,7 +37,7 @@ function fromFastifyError(err: FastifyError): SluiceError {
   if (err.validation) {
     const where = err.validationContext ?? 'request'
     const errors = err.validation.map((v) => ({
-      pointer: `/${where}${v.instancePath || (v.params?.missingProperty ? `/${v.params.missingProperty}` : '')}`,
+      pointer: `/${where}${v.instancePath}${v.params?.missingProperty ? `/${v.params.missingProperty}` : v.params?.additionalProperty ? `/${v.params.additionalProperty}` : ''}`,
       message: v.message ?? 'invalid',
     }))
     return new SluiceError('SLUICE_BAD_REQUEST', err.message, { cause: err, errors })
