@@ -16,8 +16,9 @@ export interface Session {
 }
 
 // The API's own types, imported as types only: the bundle gets none of storage/'s code, and the two cannot drift.
-import type { FieldType, RecordView, RuleCounters } from '../../storage/index.ts'
+import type { FieldType, LinkState, RecordView, RuleCounters, UploadLink } from '../../storage/index.ts'
 
+export type { SftpUserView } from '../../pipeline/files/sftp-user.ts'
 export type {
   FieldSpec,
   FieldType,
@@ -30,6 +31,9 @@ export type {
   SchemaVersion,
   StoredDecision,
 } from '../../storage/index.ts'
+
+/** An upload link as `GET /upload-links` lists it: with its state worked out. */
+export type UploadLinkView = UploadLink & { state: LinkState }
 
 export const FIELD_TYPES: readonly FieldType[] = ['string', 'integer', 'number', 'boolean', 'timestamp', 'json']
 

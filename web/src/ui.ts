@@ -91,6 +91,57 @@ export function useApi<T>(path: string | null, everyMs?: number): Loaded<T> {
   return { data: current ? state.data : undefined, error: current ? state.error : undefined, loading: !current || state.loading, reload }
 }
 
+/** A list read newest first, page by page: its rows (which live events may add to), the next page's cursor, and how loading went. */
+export interface CursorPages<T> {
+  rows: T[]
+  setRows: (update: (rows: T[]) => T[]) => void
+  cursor: string | undefined
+  status: { loading: boolean; error?: ApiError }
+  loadOlder: () => void
+}
+
+/**
+ * GETs the first page of `query` (null: nothing yet) whenever it changes, and the next one on loadOlder, following
+ * `next_cursor`. A page answered after the query changed is dropped.
+ */
+export function useCursorPages<T, P extends { next_cursor?: string }>(query: string | null, rowsOf: (page: P) => T[]): CursorPages<T> {
+  const [rows, setRows] = useState<T[]>([])
+  const [cursor, setCursor] = useState<string>()
+  const [status, setStatus] = useState<{ loading: boolean; error?: ApiError }>({ loading: true })
+  useEffect(() => {
+    if (query === null) return
+    let active = true
+    setRows([])
+    setCursor(undefined)
+    setStatus({ loading: true })
+    api<P>('GET', query).then(
+      (page) => {
+        if (!active) return
+        setRows(rowsOf(page))
+        setCursor(page.next_cursor)
+        setStatus({ loading: false })
+      },
+      (error: ApiError) => active && setStatus({ loading: false, error }),
+    )
+    return () => {
+      active = false
+    }
+  }, [query])
+  const loadOlder = () => {
+    if (!cursor || query === null) return
+    setStatus({ loading: true })
+    api<P>('GET', `${query}&cursor=${cursor}`).then(
+      (page) => {
+        setRows((current) => [...current, ...rowsOf(page)])
+        setCursor(page.next_cursor)
+        setStatus({ loading: false })
+      },
+      (error: ApiError) => setStatus({ loading: false, error }),
+    )
+  }
+  return { rows, setRows, cursor, status, loadOlder }
+}
+
 /** The current time, refreshed every `everyMs`: for "5 s ago" labels that must stay true. */
 export function useNow(everyMs = 5000): number {
   const [now, setNow] = useState(Date.now())

@@ -2,7 +2,7 @@ import { html } from 'htm/preact'
 import { useState } from 'preact/hooks'
 import { ApiError, api, type FieldError } from '../api.ts'
 import { isAdmin, primaryObject, useSigned } from '../session.ts'
-import type { KeyInfo } from '../types.ts'
+import type { KeyInfo, SftpUserView, UploadLinkView } from '../types.ts'
 import { Badge, Card, CodeBlock, ErrorBox, formatTime, Loading, NeedsAdmin, NotAvailable, type Tone, timeAgo, useApi, useToast } from '../ui.ts'
 
 const SCOPES = [
@@ -82,24 +82,12 @@ function ApiKeys(props: { onToast: (message: string) => void }) {
   </${Card}>`
 }
 
-interface UploadLink {
-  id: string
-  object: string
-  expires_at: string
-  max_uploads: number | null
-  uploads: number
-  created_by: string
-  created_at: string
-  revoked_at: string | null
-  state: 'active' | 'expired' | 'revoked' | 'used_up'
-}
-
-const LINK_TONE: Record<UploadLink['state'], Tone> = { active: 'ok', expired: 'muted', revoked: 'bad', used_up: 'muted' }
+const LINK_TONE: Record<UploadLinkView['state'], Tone> = { active: 'ok', expired: 'muted', revoked: 'bad', used_up: 'muted' }
 
 function UploadLinks(props: { onToast: (message: string) => void }) {
   const { routes, objects } = useSigned()
   const available = routes.has('GET /upload-links')
-  const links = useApi<{ links: UploadLink[] }>(available ? '/upload-links' : null)
+  const links = useApi<{ links: UploadLinkView[] }>(available ? '/upload-links' : null)
   const [object, setObject] = useState(primaryObject(objects) ?? '')
   const [expires, setExpires] = useState('24h')
   const [maxUploads, setMaxUploads] = useState('')
@@ -118,7 +106,7 @@ function UploadLinks(props: { onToast: (message: string) => void }) {
       setError(err as Error)
     }
   }
-  const revoke = async (link: UploadLink) => {
+  const revoke = async (link: UploadLinkView) => {
     if (!confirm(`Revoke the ${link.object} upload link ${link.id}? It stops working at once.`)) return
     try {
       await api('DELETE', `/upload-links/${link.id}`)
@@ -161,13 +149,6 @@ function UploadLinks(props: { onToast: (message: string) => void }) {
   </${Card}>`
 }
 
-interface SftpUser {
-  username: string
-  password: boolean
-  public_keys: string[]
-  created_at: string
-}
-
 /** `ssh-ed25519 AAAA... carol@laptop` as `ed25519 carol@laptop`: the key's type and comment, not its bytes. */
 function keyLabel(line: string): string {
   const [type = '', , ...comment] = line.split(/\s+/)
@@ -181,7 +162,7 @@ const SFTP_FIELDS = ['username', 'password', 'public_keys']
 function SftpUsers(props: { onToast: (message: string) => void }) {
   const { routes } = useSigned()
   const available = routes.has('GET /sftp-users')
-  const users = useApi<{ users: SftpUser[] }>(available ? '/sftp-users' : null)
+  const users = useApi<{ users: SftpUserView[] }>(available ? '/sftp-users' : null)
   const [username, setUsername] = useState('')
   const [password, setPassword] = useState('')
   const [keys, setKeys] = useState('')
@@ -202,7 +183,7 @@ function SftpUsers(props: { onToast: (message: string) => void }) {
       .map((l) => l.trim())
       .filter((l) => l && !l.startsWith('#'))
     try {
-      const user = await api<SftpUser>('POST', '/sftp-users', { username: username.trim(), ...(password && { password }), public_keys: publicKeys })
+      const user = await api<SftpUserView>('POST', '/sftp-users', { username: username.trim(), ...(password && { password }), public_keys: publicKeys })
       setUsername('')
       setPassword('')
       setKeys('')
@@ -214,7 +195,7 @@ function SftpUsers(props: { onToast: (message: string) => void }) {
       if (placed.length === 0 || (err as ApiError).errors.length > placed.length) setError(err as Error)
     }
   }
-  const remove = async (user: SftpUser) => {
+  const remove = async (user: SftpUserView) => {
     if (!confirm(`Remove the SFTP user ${user.username}? It can no longer log in; its folder and the files in it stay on the server.`)) return
     try {
       await api('DELETE', `/sftp-users/${encodeURIComponent(user.username)}`)

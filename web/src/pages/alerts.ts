@@ -1,11 +1,24 @@
 import { html } from 'htm/preact'
-import { useEffect, useState } from 'preact/hooks'
-import { type ApiError, api } from '../api.ts'
+import { useState } from 'preact/hooks'
 import { useLiveEvent } from '../live.ts'
 import { href, navigate, type Route } from '../router.ts'
 import { isAdmin, useSigned } from '../session.ts'
 import type { Alert, RuleSet } from '../types.ts'
-import { Badge, Card, DECISION_TONE, Empty, ErrorBox, formatTime, Loading, NotAvailable, SEVERITY_TONE, timeAgo, useApi, useNow } from '../ui.ts'
+import {
+  Badge,
+  Card,
+  DECISION_TONE,
+  Empty,
+  ErrorBox,
+  formatTime,
+  Loading,
+  NotAvailable,
+  SEVERITY_TONE,
+  timeAgo,
+  useApi,
+  useCursorPages,
+  useNow,
+} from '../ui.ts'
 
 const SEVERITIES = ['low', 'medium', 'high', 'critical']
 const DECISIONS = ['approve', 'review', 'block']
@@ -30,30 +43,12 @@ export function AlertsPage(props: { route: Route }) {
   const available = routes.has('GET /alerts')
   const query = `/alerts?limit=100&mode=${filter.mode}${filter.object ? `&object=${filter.object}` : ''}${filter.rule ? `&rule=${filter.rule}` : ''}`
   const ruleSet = useApi<RuleSet>(available && isAdmin(key) && routes.has('GET /rules') ? '/rules' : null)
-  const [rows, setRows] = useState<AlertRow[]>([])
-  const [cursor, setCursor] = useState<string>()
-  const [status, setStatus] = useState<{ loading: boolean; error?: ApiError }>({ loading: true })
+  const { rows, setRows, cursor, status, loadOlder } = useCursorPages<AlertRow, { alerts: Alert[]; next_cursor?: string }>(
+    available ? query : null,
+    (page) => page.alerts,
+  )
   const [paused, setPaused] = useState(false)
   const now = useNow(5000)
-
-  useEffect(() => {
-    if (!available) return
-    let active = true
-    setRows([])
-    setStatus({ loading: true })
-    api<{ alerts: Alert[]; next_cursor?: string }>('GET', query).then(
-      (page) => {
-        if (!active) return
-        setRows(page.alerts)
-        setCursor(page.next_cursor)
-        setStatus({ loading: false })
-      },
-      (error: ApiError) => active && setStatus({ loading: false, error }),
-    )
-    return () => {
-      active = false
-    }
-  }, [query, available])
 
   const shows = (a: Alert) =>
     (!filter.object || a.object === filter.object) &&
@@ -78,16 +73,6 @@ export function AlertsPage(props: { route: Route }) {
     html`<label class="inline">${label} <select value=${filter[name]} onChange=${(e: Event) => setFilter(name, (e.target as HTMLSelectElement).value)} data-testid=${`filter-${name}`}>
       <option value="">all</option>${values.map((v) => html`<option value=${v}>${v}</option>`)}</select></label>`
   const visible = rows.filter(shows)
-  const loadOlder = () =>
-    cursor &&
-    api<{ alerts: Alert[]; next_cursor?: string }>('GET', `${query}&cursor=${cursor}`).then(
-      (page) => {
-        setRows((current) => [...current, ...page.alerts])
-        setCursor(page.next_cursor)
-      },
-      (error: ApiError) => setStatus({ loading: false, error }),
-    )
-
   return html`<${Card} testid="alerts-card">
     <div class="toolbar">
       ${select('object', 'Object', objects)}

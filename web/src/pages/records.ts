@@ -6,7 +6,22 @@ import { live, useLiveEvent } from '../live.ts'
 import { href, navigate, type Route } from '../router.ts'
 import { primaryObject, useSigned } from '../session.ts'
 import type { Alert, FieldSpec, ObjectSchemaDoc, RecordPage, RecordView, SchemaVersion, StoredDecision } from '../types.ts'
-import { Badge, Card, CodeBlock, DECISION_TONE, Empty, ErrorBox, formatDuration, formatTime, Loading, SEVERITY_TONE, timeAgo, useApi, useNow } from '../ui.ts'
+import {
+  Badge,
+  Card,
+  CodeBlock,
+  DECISION_TONE,
+  Empty,
+  ErrorBox,
+  formatDuration,
+  formatTime,
+  Loading,
+  SEVERITY_TONE,
+  timeAgo,
+  useApi,
+  useCursorPages,
+  useNow,
+} from '../ui.ts'
 
 const PAGE_SIZE = 50
 /** Rows kept on screen: the page plus what arrived live since. */
@@ -222,31 +237,11 @@ export function RecordsPage(props: { route: Route }) {
   // A new version (an added field, say) shows as a new column at once.
   useLiveEvent('schema', (change) => change.object === object && schema.reload())
   const query = `/records/${object}?limit=${PAGE_SIZE}&view=${view}${filters.map(([f, v]) => `&${encodeURIComponent(f)}=${encodeURIComponent(v)}`).join('')}`
-  const [rows, setRows] = useState<Row[]>([])
-  const [cursor, setCursor] = useState<string>()
-  const [status, setStatus] = useState<{ loading: boolean; error?: ApiError }>({ loading: true })
+  const { rows, setRows, cursor, status, loadOlder } = useCursorPages<Row, RecordPage>(query, (page) => page.records)
   const [paused, setPaused] = useState(false)
   const [held, setHeld] = useState<Row[]>([])
-
-  useEffect(() => {
-    let active = true
-    setRows([])
-    setHeld([])
-    setCursor(undefined)
-    setStatus({ loading: true })
-    api<RecordPage>('GET', query).then(
-      (page) => {
-        if (!active) return
-        setRows(page.records)
-        setCursor(page.next_cursor)
-        setStatus({ loading: false })
-      },
-      (error: ApiError) => active && setStatus({ loading: false, error }),
-    )
-    return () => {
-      active = false
-    }
-  }, [query])
+  // Rows held while paused belong to the list being replaced.
+  useEffect(() => setHeld([]), [query])
 
   const idField = schema.data?.schema.id_field
   const addLive = (incoming: Row[]) =>
@@ -269,19 +264,6 @@ export function RecordsPage(props: { route: Route }) {
     addLive(held)
     setHeld([])
     setPaused(false)
-  }
-
-  const loadOlder = () => {
-    if (!cursor) return
-    setStatus({ loading: true })
-    api<RecordPage>('GET', `${query}&cursor=${cursor}`).then(
-      (page) => {
-        setRows((current) => [...current, ...page.records])
-        setCursor(page.next_cursor)
-        setStatus({ loading: false })
-      },
-      (error: ApiError) => setStatus({ loading: false, error }),
-    )
   }
 
   if (!object) return html`<${Empty} title="No object types on file">Create one on the Schemas page.</${Empty}>`
