@@ -71,7 +71,7 @@ export const ConfigSchema = Type.Object(
         /** Most records in one job. */
         maxRecords: Type.Integer({ default: 5000000, minimum: 1 }),
         /** Records validated and published together; the checkpoint moves after each chunk. */
-        chunkSize: Type.Integer({ default: 2000, minimum: 1 }),
+        chunkSize: Type.Integer({ default: 16000, minimum: 1 }),
         /** A worker holds a job this long past its last sign of life; then another worker may take it over. */
         leaseSeconds: Type.Integer({ default: 30, minimum: 2 }),
         /** How often an idle worker looks for a queued job. */
@@ -94,7 +94,7 @@ export const ConfigSchema = Type.Object(
         }),
         /** How long `POST ?decision=sync` waits for the rule stage before answering that the decision is pending. */
         syncTimeoutMs: Type.Integer({ default: 200, minimum: 1 }),
-        /** Records of one partition evaluated and not yet acked, at most. */
+        /** Records of one partition evaluated and not yet stored, at most (also the messages JetStream lets it hold unacked). */
         maxInFlight: Type.Integer({ default: 1000, minimum: 1 }),
         /** Seconds before JetStream redelivers a record a crashed rule worker took. */
         ackWaitSeconds: Type.Integer({ default: 30, minimum: 1 }),

@@ -1,4 +1,7 @@
+import type { JsMsg } from '@nats-io/jetstream'
 import { monotonicFactory } from 'ulidx'
+import { RECORDS_PER_MESSAGE } from '../storage/index.ts'
+import { objectOfSubject } from './streams.ts'
 
 /** What Sluice publishes for each accepted record: the record and where it came from. */
 export interface Envelope {
@@ -35,10 +38,14 @@ export function partitionOf(record: Record<string, unknown>, idField: string, pa
  */
 export const newRecordId = monotonicFactory(() => Math.random())
 
-/** The envelope as JSON; `recordJson`, when the caller already has the record as JSON, is not made again. */
-export function encodeEnvelope(env: Envelope, recordJson = JSON.stringify(env.record)): Uint8Array {
+/** The envelope as JSON text; `recordJson`, when the caller already has the record as JSON, is not made again. */
+export function envelopeJson(env: Envelope, recordJson = JSON.stringify(env.record)): string {
   const { record: _record, ...meta } = env
-  return Buffer.from(`${JSON.stringify(meta).slice(0, -1)},"record":${recordJson}}`)
+  return `${JSON.stringify(meta).slice(0, -1)},"record":${recordJson}}`
+}
+
+export function encodeEnvelope(env: Envelope, recordJson?: string): Uint8Array {
+  return Buffer.from(envelopeJson(env, recordJson))
 }
 
 /** A record message's data as text (the envelope's JSON). */
@@ -48,8 +55,64 @@ export function envelopeText(data: Uint8Array): string {
 
 export function decodeEnvelope(data: Uint8Array | string): Envelope {
   const env = JSON.parse(typeof data === 'string' ? data : envelopeText(data)) as Envelope
+  assertEnvelope(env)
+  return env
+}
+
+function assertEnvelope(env: Envelope): void {
   if (typeof env?.record_id !== 'string' || typeof env.object !== 'string' || typeof env.record !== 'object') {
     throw new Error('not a Sluice envelope')
   }
-  return env
+}
+
+/** Headers of a message holding many envelopes: what a consumer needs without parsing the records. */
+export const ENVELOPE_BATCH_HEADERS = {
+  /** How many envelopes the array holds. */
+  count: 'Sluice-Records',
+  /** The highest schema version among them. */
+  schemaVersion: 'Sluice-Schema-Version',
+  /** When ingress accepted them, epoch ms. */
+  receivedAt: 'Sluice-Received-At',
+} as const
+
+/** Whether a record message holds an array of envelopes rather than one. */
+export function isEnvelopeBatch(data: Uint8Array): boolean {
+  return data[0] === 0x5b // '['
+}
+
+/** The envelopes of a record message, either form; throws when it holds something else. */
+export function decodeRecordMessage(data: Uint8Array): Envelope[] {
+  if (!isEnvelopeBatch(data)) return [decodeEnvelope(data)]
+  const envelopes = JSON.parse(envelopeText(data)) as Envelope[]
+  if (!Array.isArray(envelopes) || envelopes.length > RECORDS_PER_MESSAGE) throw new Error('not a Sluice envelope batch')
+  for (const env of envelopes) assertEnvelope(env)
+  return envelopes
+}
+
+/** What a store needs of a record message, either form, without parsing a batch's records (DuckDB reads them). */
+export interface RecordMessage {
+  object: string
+  /** The highest schema version of its records. */
+  schemaVersion: number
+  receivedAt: number
+  /** How many records it holds. */
+  count: number
+  /** Its envelopes as a JSON array. */
+  envelopes: string
+}
+
+/** Reads a record message's facts: a batch's from its headers and subject. Throws when it is neither form. */
+export function readRecordMessage(m: Pick<JsMsg, 'data' | 'subject' | 'headers'>): RecordMessage {
+  const text = envelopeText(m.data)
+  if (!isEnvelopeBatch(m.data)) {
+    const env = decodeEnvelope(text)
+    return { object: env.object, schemaVersion: env.schema_version, receivedAt: env.received_at, count: 1, envelopes: `[${text}]` }
+  }
+  const header = (name: string) => Number(m.headers?.get(name))
+  const count = header(ENVELOPE_BATCH_HEADERS.count)
+  const schemaVersion = header(ENVELOPE_BATCH_HEADERS.schemaVersion)
+  const receivedAt = header(ENVELOPE_BATCH_HEADERS.receivedAt)
+  if (!(count >= 1 && count <= RECORDS_PER_MESSAGE && schemaVersion >= 1 && receivedAt > 0) || !text.endsWith(']'))
+    throw new Error('a batch of envelopes without its headers')
+  return { object: objectOfSubject(m.subject), schemaVersion, receivedAt, count, envelopes: text }
 }

@@ -1,5 +1,5 @@
-import type { SchemaChange, SchemaRegistry, SchemaVersion } from '../storage/index.ts'
-import { newRecordId, partitionOf } from './envelope.ts'
+import { RECORDS_PER_MESSAGE, type SchemaChange, type SchemaRegistry, type SchemaVersion } from '../storage/index.ts'
+import { type Envelope, envelopeJson, newRecordId, partitionOf } from './envelope.ts'
 import { type FieldError, SluiceError } from './errors.ts'
 import type { RecordPublisher } from './publisher.ts'
 import { dedupId } from './publisher.ts'
@@ -37,6 +37,22 @@ export type AcceptOutcome =
   | { status: 'rejected'; code: 'SLUICE_SCHEMA_MISMATCH' | 'SLUICE_SCHEMA_INCOMPATIBLE'; schema_version: number; errors: FieldError[] }
 
 /**
+ * Most bytes of envelopes in one message of a batch: a couple of hundred records, enough that per-message costs
+ * vanish, and within a quarter of what a rule partition pulls at a time, so it never waits for room
+ * (recordPullBytes).
+ */
+const BATCH_MESSAGE_BYTES = 128 * 1024
+
+/** What happened to a batch of records: how many are durably in JetStream, and every reason for the others. */
+export interface BatchAcceptOutcome {
+  accepted: number
+  /** The records refused, by their index in the batch. */
+  rejected: { index: number; errors: FieldError[] }[]
+}
+
+type Checked = Extract<AcceptOutcome, { status: 'rejected' }> | { status: 'valid'; validator: RecordValidator; schemaChanges?: SchemaChange[] }
+
+/**
  * The one path every record takes into Sluice, whatever its source: validate against the schema on file
  * (evolving it when asked), then publish. HTTP, batch and file ingestion all call accept().
  */
@@ -64,6 +80,74 @@ export class RecordIngestor {
   }
 
   async accept(object: string, record: unknown, opts: AcceptOptions): Promise<AcceptOutcome> {
+    const recordId = newRecordId()
+    const checked = await this.#check(object, record, opts, recordId)
+    if (checked.status === 'rejected') return checked
+    const { validator, schemaChanges } = checked
+    opts.beforePublish?.(recordId)
+    const recordJson = JSON.stringify(record)
+    const published = await this.#publisher.publish(
+      this.#envelope(object, recordId, record, validator.version, opts, Date.now()),
+      recordJson,
+      dedupId(object, recordJson, opts.idempotencyKey),
+      partitionOf(record as Record<string, unknown>, validator.schema.id_field, RECORD_PARTITIONS),
+    )
+    return { status: 'accepted', ...published, schema_version: validator.version, ...(schemaChanges && { schema_changes: schemaChanges }) }
+  }
+
+  /**
+   * Many records of one object, as a batch job sends them: each checked as accept() checks it, the accepted
+   * ones published a partition at a time, up to RECORDS_PER_MESSAGE in a message, and all stored before this
+   * returns. `batchId` names the batch: the same records sent again under it (a resumed job) are stored once.
+   */
+  async acceptMany(object: string, records: readonly unknown[], opts: AcceptOptions & { batchId: string }): Promise<BatchAcceptOutcome> {
+    const receivedAt = Date.now()
+    const maxBytes = Math.min(BATCH_MESSAGE_BYTES, this.#publisher.maxPayload() - 4096)
+    const messages = new Map<number, { envelopes: string[]; bytes: number; schemaVersion: number }[]>()
+    const rejected: BatchAcceptOutcome['rejected'] = []
+    let accepted = 0
+    for (const [index, record] of records.entries()) {
+      const recordId = newRecordId()
+      const checked = await this.#check(object, record, opts, recordId)
+      if (checked.status === 'rejected') {
+        rejected.push({ index, errors: checked.errors })
+        continue
+      }
+      const { validator } = checked
+      const envelope = envelopeJson(this.#envelope(object, recordId, record, validator.version, opts, receivedAt))
+      const bytes = Buffer.byteLength(envelope)
+      if (bytes > maxBytes) {
+        rejected.push({ index, errors: [{ pointer: '', message: `the record takes ${bytes} bytes as stored, over the ${maxBytes} a message can hold` }] })
+        continue
+      }
+      const partition = partitionOf(record as Record<string, unknown>, validator.schema.id_field, RECORD_PARTITIONS)
+      let parts = messages.get(partition)
+      if (!parts) messages.set(partition, (parts = []))
+      let open = parts[parts.length - 1]
+      if (!open || open.envelopes.length >= RECORDS_PER_MESSAGE || open.bytes + bytes + 1 > maxBytes) {
+        open = { envelopes: [], bytes: 0, schemaVersion: 0 }
+        parts.push(open)
+      }
+      open.envelopes.push(envelope)
+      open.bytes += bytes + 1
+      open.schemaVersion = Math.max(open.schemaVersion, validator.version)
+      accepted++
+    }
+    await Promise.all(
+      [...messages].flatMap(([partition, parts]) =>
+        parts.map((part, i) =>
+          this.#publisher.publishBatch(object, partition, part.envelopes, `${object}:batch:${opts.batchId}:${partition}:${i}`, {
+            schemaVersion: part.schemaVersion,
+            receivedAt,
+          }),
+        ),
+      ),
+    )
+    return { accepted, rejected }
+  }
+
+  /** Validates a record against the schema on file, evolving the schema first when asked and needed. */
+  async #check(object: string, record: unknown, opts: AcceptOptions, recordId: string): Promise<Checked> {
     let validator = this.validatorFor(object)
     let result = validator.validate(record)
     if (!result.ok) {
@@ -74,7 +158,6 @@ export class RecordIngestor {
         result = validator.validate(record)
       }
     }
-    const recordId = newRecordId()
     let schemaChanges: SchemaChange[] | undefined
     if (!result.ok && opts.updateSchema) {
       let incompatible: FieldError[] | undefined
@@ -96,23 +179,19 @@ export class RecordIngestor {
       result = validator.validate(record)
     }
     if (!result.ok) return { status: 'rejected', code: 'SLUICE_SCHEMA_MISMATCH', schema_version: validator.version, errors: result.errors }
-    opts.beforePublish?.(recordId)
-    const recordJson = JSON.stringify(record)
-    const published = await this.#publisher.publish(
-      {
-        record_id: recordId,
-        object,
-        received_at: Date.now(),
-        source: opts.source,
-        schema_version: validator.version,
-        ...(opts.evaluateRules === false && { evaluate_rules: false }),
-        ...(opts.jobId && { job_id: opts.jobId }),
-        record: record as Record<string, unknown>,
-      },
-      recordJson,
-      dedupId(object, recordJson, opts.idempotencyKey),
-      partitionOf(record as Record<string, unknown>, validator.schema.id_field, RECORD_PARTITIONS),
-    )
-    return { status: 'accepted', ...published, schema_version: validator.version, ...(schemaChanges && { schema_changes: schemaChanges }) }
+    return { status: 'valid', validator, schemaChanges }
+  }
+
+  #envelope(object: string, recordId: string, record: unknown, schemaVersion: number, opts: AcceptOptions, receivedAt: number): Envelope {
+    return {
+      record_id: recordId,
+      object,
+      received_at: receivedAt,
+      source: opts.source,
+      schema_version: schemaVersion,
+      ...(opts.evaluateRules === false && { evaluate_rules: false }),
+      ...(opts.jobId && { job_id: opts.jobId }),
+      record: record as Record<string, unknown>,
+    }
   }
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { JetStreamManager } from '@nats-io/jetstream'
-import { headers } from '@nats-io/transport-node'
-import { type Envelope, encodeEnvelope } from './envelope.ts'
+import { headers, type MsgHdrs } from '@nats-io/transport-node'
+import { ENVELOPE_BATCH_HEADERS, type Envelope, encodeEnvelope } from './envelope.ts'
 import { SluiceError } from './errors.ts'
 import type { SluiceNats } from './nats-connection.ts'
 import { type StreamAck, StreamPublisher } from './stream-publisher.ts'
@@ -45,6 +45,11 @@ export class RecordPublisher {
     this.#stream.close()
   }
 
+  /** The largest message the NATS server takes, bytes. */
+  maxPayload(): number {
+    return this.#nats.nc.info?.max_payload ?? 1024 * 1024
+  }
+
   /** `recordJson` is `env.record` as JSON: the caller made it for the message id already. */
   async publish(env: Envelope, recordJson: string, msgId: string, partition: number): Promise<PublishedRecord> {
     // While disconnected nats.js would buffer the publish and send it after a reconnect, storing a record
@@ -53,15 +58,38 @@ export class RecordPublisher {
     const h = headers()
     h.set(HEADERS.recordId, env.record_id)
     h.set('Nats-Msg-Id', msgId)
-    let ack: StreamAck
-    try {
-      ack = await this.#stream.publish(SUBJECTS.record(env.object, partition), encodeEnvelope(env, recordJson), h)
-    } catch (cause) {
-      throw this.#unavailable(`JetStream did not store the record: ${(cause as Error).message}`, cause)
-    }
+    const ack = await this.#store(SUBJECTS.record(env.object, partition), encodeEnvelope(env, recordJson), h)
     if (!ack.duplicate) return { record_id: env.record_id, stream_seq: ack.seq, duplicate: false }
     // A retry: answer with the id the first attempt was given.
     const original = await this.#jsm.streams.getMessage(STREAMS.records.name, { seq: ack.seq }).catch(() => null)
     return { record_id: original?.header.get(HEADERS.recordId) || env.record_id, stream_seq: ack.seq, duplicate: true }
+  }
+
+  /**
+   * Publishes envelopes (JSON texts) of one object and partition as one message, resolving once JetStream
+   * stored it. `msgId` names the batch: sent again (a resumed job), it is stored once.
+   */
+  async publishBatch(
+    object: string,
+    partition: number,
+    envelopes: readonly string[],
+    msgId: string,
+    meta: { schemaVersion: number; receivedAt: number },
+  ): Promise<StreamAck> {
+    if (!this.#nats.connected()) throw this.#unavailable('not connected to NATS; the records were not stored')
+    const h = headers()
+    h.set('Nats-Msg-Id', msgId)
+    h.set(ENVELOPE_BATCH_HEADERS.count, String(envelopes.length))
+    h.set(ENVELOPE_BATCH_HEADERS.schemaVersion, String(meta.schemaVersion))
+    h.set(ENVELOPE_BATCH_HEADERS.receivedAt, String(meta.receivedAt))
+    return this.#store(SUBJECTS.record(object, partition), Buffer.from(`[${envelopes.join(',')}]`), h)
+  }
+
+  async #store(subject: string, data: Uint8Array, h: MsgHdrs): Promise<StreamAck> {
+    try {
+      return await this.#stream.publish(subject, data, h)
+    } catch (cause) {
+      throw this.#unavailable(`JetStream did not store the record: ${(cause as Error).message}`, cause)
+    }
   }
 }

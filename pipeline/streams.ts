@@ -55,6 +55,11 @@ export const SUBJECTS = {
   schemaChanged: (object: string) => `sluice.schema.changed.${object}`,
 } as const
 
+/** The object a record subject names: `sluice.records.<object>.<partition>`. */
+export function objectOfSubject(subject: string): string {
+  return subject.split('.')[2]
+}
+
 /** How many partitions the record subjects are split into; fixed, since changing it would move accounts between partitions. */
 export const RECORD_PARTITIONS = 16
 

@@ -1,10 +1,18 @@
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream'
-import { decodeEnvelope, envelopeText } from '../pipeline/envelope.ts'
+import { type RecordMessage, readRecordMessage } from '../pipeline/envelope.ts'
 import { RECORD_PARTITIONS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
-import type { AnalyticsStore, Decision, DecisionName, EnvelopeRow, RuleOutcomeStore, SchemaRegistry } from '../storage/index.ts'
+import {
+  type AnalyticsStore,
+  type Decision,
+  type DecisionName,
+  type EnvelopeRow,
+  type RuleOutcomeStore,
+  recordSeq,
+  type SchemaRegistry,
+} from '../storage/index.ts'
 import type { CompiledRuleSet } from './rule-set.ts'
 import { alertsOf, RuleState, type StateOptions } from './rule-state.ts'
-import { readStream, rebuildState, type StreamPosition, stageRecordOf } from './stream-reader.ts'
+import { readStream, rebuildState, type StreamPosition, stageRecordsOf } from './stream-reader.ts'
 
 /** How one rule did over a replay. */
 export interface RuleTally {
@@ -139,25 +147,25 @@ export async function replayRules(opts: ReplayOptions): Promise<ReplayReport> {
     untilSeq: opts.to && 'seq' in opts.to ? opts.to.seq : undefined,
     onMessage: (msg) => {
       if (opts.to && 'time' in opts.to && msg.info.timestampNanos / 1_000_000 > opts.to.time) return 'stop'
-      const item = stageRecordOf(msg, opts.registry)
-      if (!item) return
-      if (opts.object && item.env.object !== opts.object) {
-        state.absorb(item)
-        return
-      }
-      const [mine, theirs] = state.evaluate([opts.replayed, opts.live], item)
-      report.records++
-      report.first_seq ??= msg.seq
-      report.last_seq = msg.seq
-      replayed.add(mine)
-      live.add(theirs)
-      if (mine.decision !== theirs.decision) report.changed_decisions++
-      compareHits(mine, theirs, differences)
-      if (opts.publish) {
-        for (const alert of alertsOf(mine, opts.replayId)) {
-          publishing.push(
-            opts.js.publish(SUBJECTS.replayAlert(alert.object, alert.rule_id), JSON.stringify(alert), { msgID: `${opts.replayId}:${alert.alert_id}` }),
-          )
+      for (const item of stageRecordsOf(msg, opts.registry)) {
+        if (opts.object && item.env.object !== opts.object) {
+          state.absorb(item)
+          continue
+        }
+        const [mine, theirs] = state.evaluate([opts.replayed, opts.live], item)
+        report.records++
+        report.first_seq ??= msg.seq
+        report.last_seq = msg.seq
+        replayed.add(mine)
+        live.add(theirs)
+        if (mine.decision !== theirs.decision) report.changed_decisions++
+        compareHits(mine, theirs, differences)
+        if (opts.publish) {
+          for (const alert of alertsOf(mine, opts.replayId)) {
+            publishing.push(
+              opts.js.publish(SUBJECTS.replayAlert(alert.object, alert.rule_id), JSON.stringify(alert), { msgID: `${opts.replayId}:${alert.alert_id}` }),
+            )
+          }
         }
       }
     },
@@ -212,18 +220,18 @@ export async function rebuildAnalytics(
     filter: STREAMS.records.subjects[0],
     from: 'first',
     onMessage: async (msg) => {
-      const text = envelopeText(msg.data)
-      let env: ReturnType<typeof decodeEnvelope>
+      let read: RecordMessage
       try {
-        env = decodeEnvelope(text)
+        read = readRecordMessage(msg)
       } catch {
         return
       }
-      if (!opts.analytics.hasTable(env.object)) return
-      let rows = pending.get(env.object)
-      if (!rows) pending.set(env.object, (rows = []))
-      rows.push({ seq: msg.seq, envelope: text })
-      if (++held >= opts.batchSize) await flushRecords()
+      if (!opts.analytics.hasTable(read.object)) return
+      let rows = pending.get(read.object)
+      if (!rows) pending.set(read.object, (rows = []))
+      rows.push({ seq: recordSeq(msg.seq), envelopes: read.envelopes })
+      held += read.count
+      if (held >= opts.batchSize) await flushRecords()
     },
   })
   await flushRecords()

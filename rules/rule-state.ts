@@ -12,7 +12,7 @@ export interface StateOptions {
   lateMs: number
 }
 
-/** A record as the rule stage handles it: the envelope, its stream sequence, and its own time (epoch ms). */
+/** A record as the rule stage handles it: the envelope, its record sequence (recordSeq), and its own time (epoch ms). */
 export interface StageRecord {
   env: Envelope
   seq: number

@@ -6,11 +6,11 @@ import type { SluiceConfig } from '../pipeline/config.ts'
 import type { Logger } from '../pipeline/logger.ts'
 import { StreamPublisher } from '../pipeline/stream-publisher.ts'
 import { RULE_CONSUMERS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
-import { ensureConsumer } from '../pipeline/topology.ts'
+import { ensureConsumer, recordPullBytes } from '../pipeline/topology.ts'
 import type { Decision, RuleStore, SchemaRegistry } from '../storage/index.ts'
 import { type CompiledRuleSet, compileStoredRuleSet } from './rule-set.ts'
 import { alertsOf, RuleState } from './rule-state.ts'
-import { rebuildState, stageRecordOf } from './stream-reader.ts'
+import { rebuildState, stageRecordsOf } from './stream-reader.ts'
 
 export interface RuleStageOptions {
   nc: NatsConnection
@@ -150,6 +150,9 @@ export class RuleStage {
           publish: (batch) => this.#publishBatch(partition, batch),
           onFailure: (err) => this.#failed(generation, partition, err),
           maxInFlight: config.maxInFlight,
+          // Sixteen partitions pulling four messages' worth each would ask NATS for more than it lets one
+          // connection have pending (64 MB), so one each, with a short expiry (RULE_PULL_EXPIRES_MS).
+          pullBytes: recordPullBytes(this.#opts.nc, 1),
         }),
     )
     for (const runner of this.#runners) await runner.start()
@@ -186,18 +189,20 @@ export class RuleStage {
     return { consumer: await js.consumers.get(stream, durable), lastSeq: info.ack_floor.stream_seq }
   }
 
-  /** Evaluates one record and publishes its alerts; the decision goes out with its batch (#publishBatch). */
-  #evaluate(state: RuleState, msg: JsMsg): Evaluated | 'poison' {
+  /** Evaluates a message's records and publishes their alerts; the decisions go out with their batch (#publishBatch). */
+  #evaluate(state: RuleState, msg: JsMsg): Evaluated[] | 'poison' {
     const { registry, log } = this.#opts
-    const item = stageRecordOf(msg, registry)
-    if (!item) {
+    const items = stageRecordsOf(msg, registry)
+    if (items.length === 0) {
       log.error({ seq: msg.seq, subject: msg.subject }, 'rule stage: undecodable message terminated')
       this.#metrics.poison.inc()
       return 'poison'
     }
-    const [decision] = state.evaluate([this.#ruleSet], item)
-    const alerts = alertsOf(decision).map((alert) => this.#publish(SUBJECTS.alert(alert.object, alert.rule_id), JSON.stringify(alert), alert.alert_id))
-    return { decision, json: JSON.stringify(decision), alerts }
+    return items.map((item) => {
+      const [decision] = state.evaluate([this.#ruleSet], item)
+      const alerts = alertsOf(decision).map((alert) => this.#publish(SUBJECTS.alert(alert.object, alert.rule_id), JSON.stringify(alert), alert.alert_id))
+      return { decision, json: JSON.stringify(decision), alerts }
+    })
   }
 
   /**
@@ -300,13 +305,22 @@ interface Evaluated {
 }
 
 interface RunnerDeps {
-  /** Evaluates a record and starts publishing its alerts; `poison` for a message that is not a record. */
-  evaluate: (msg: JsMsg) => Evaluated | 'poison'
+  /** Evaluates a message's records and starts publishing their alerts; `poison` for a message that holds none. */
+  evaluate: (msg: JsMsg) => Evaluated[] | 'poison'
   /** Stores a batch's decisions; resolves once they and the batch's alerts are stored. */
   publish: (batch: readonly Evaluated[]) => Promise<void>
   onFailure: (err: unknown) => void
+  /** Records evaluated and not yet stored, at most; the runner waits before taking more. */
   maxInFlight: number
+  /** What it asks JetStream for at a time (recordPullBytes). */
+  pullBytes: number
 }
+
+/**
+ * A partition's pull expires this soon, so that a record message larger than what the pull still had room for
+ * holds the partition back about this long (recordPullBytes), not the 30 s of nats.js's default.
+ */
+const RULE_PULL_EXPIRES_MS = 2000
 
 /** Most decisions in one SLUICE_DECISIONS message, well within NATS's default 1 MB payload. */
 const MAX_BATCH_DECISIONS = 200
@@ -317,10 +331,10 @@ interface OpenBatch {
 }
 
 /**
- * One partition's consumer: messages are evaluated one after another in stream order, and what arrived
- * together (one event-loop turn, at most MAX_BATCH_DECISIONS) is stored as one batch without waiting. A batch
- * is acked through its last message (the consumer acks all before it) once it and every earlier batch are
- * stored. After a failure nothing more is acked: every later message is nak'd.
+ * One partition's consumer: messages are evaluated one after another in stream order, and the decisions made
+ * together (one event-loop turn, at most MAX_BATCH_DECISIONS) are stored as one batch without waiting. A batch
+ * is acked through the last message it finished (the consumer acks all before it) once it and every earlier
+ * batch are stored. After a failure nothing more is acked: every later message is nak'd.
  */
 class PartitionRunner {
   readonly #consumer: Consumer
@@ -330,6 +344,8 @@ class PartitionRunner {
   #settled: Promise<void> = Promise.resolve()
   #open?: OpenBatch
   #failed = false
+  /** Decisions evaluated and not yet stored. */
+  #unsettled = 0
 
   constructor(consumer: Consumer, deps: RunnerDeps) {
     this.#consumer = consumer
@@ -337,7 +353,7 @@ class PartitionRunner {
   }
 
   async start(): Promise<void> {
-    this.#messages = await this.#consumer.consume({ max_messages: this.#deps.maxInFlight })
+    this.#messages = await this.#consumer.consume({ max_bytes: this.#deps.pullBytes, expires: RULE_PULL_EXPIRES_MS })
     this.#loop = this.#consume(this.#messages)
   }
 
@@ -347,7 +363,11 @@ class PartitionRunner {
         msg.nak()
         continue
       }
-      let evaluated: Evaluated | 'poison'
+      if (this.#unsettled >= this.#deps.maxInFlight) {
+        this.#close()
+        await this.#settled
+      }
+      let evaluated: Evaluated[] | 'poison'
       try {
         evaluated = this.#deps.evaluate(msg)
       } catch (err) {
@@ -358,13 +378,17 @@ class PartitionRunner {
         msg.term('undecodable envelope')
         continue
       }
-      if (!this.#open) {
-        this.#open = { evaluated: [], messages: [] }
-        setImmediate(() => this.#close())
+      this.#unsettled += evaluated.length
+      for (const [i, e] of evaluated.entries()) {
+        if (!this.#open) {
+          this.#open = { evaluated: [], messages: [] }
+          setImmediate(() => this.#close())
+        }
+        this.#open.evaluated.push(e)
+        // A message is finished with the batch that holds its last record's decision: that batch acks it.
+        if (i === evaluated.length - 1) this.#open.messages.push(msg)
+        if (this.#open.evaluated.length >= MAX_BATCH_DECISIONS) this.#close()
       }
-      this.#open.evaluated.push(evaluated)
-      this.#open.messages.push(msg)
-      if (this.#open.evaluated.length >= MAX_BATCH_DECISIONS) this.#close()
     }
     this.#close()
   }
@@ -377,6 +401,8 @@ class PartitionRunner {
     const stored = this.#deps.publish(batch.evaluated)
     this.#settled = Promise.all([this.#settled, stored]).then(
       () => {
+        this.#unsettled -= batch.evaluated.length
+        if (batch.messages.length === 0) return
         if (this.#failed) for (const msg of batch.messages) msg.nak()
         else batch.messages[batch.messages.length - 1].ack()
       },

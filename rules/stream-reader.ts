@@ -1,7 +1,7 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg, type OrderedConsumerOptions } from '@nats-io/jetstream'
-import { decodeEnvelope } from '../pipeline/envelope.ts'
+import { decodeRecordMessage, type Envelope } from '../pipeline/envelope.ts'
 import { STREAMS, SUBJECTS } from '../pipeline/streams.ts'
-import type { SchemaRegistry } from '../storage/index.ts'
+import { recordSeq, type SchemaRegistry } from '../storage/index.ts'
 import { type RuleState, recordTime, type StageRecord } from './rule-state.ts'
 
 /** Where a read of the record stream starts: a stream sequence, an arrival time (epoch ms), or the oldest record kept. */
@@ -49,14 +49,15 @@ export async function readStream(
   }
 }
 
-/** A record message decoded for the rule stage; undefined for a message that is not an envelope (the live stage terminated it). */
-export function stageRecordOf(msg: JsMsg, registry: SchemaRegistry): StageRecord | undefined {
+/** A record message's records decoded for the rule stage; none for a message that holds no envelope (the live stage terminated it). */
+export function stageRecordsOf(msg: JsMsg, registry: SchemaRegistry): StageRecord[] {
+  let envelopes: Envelope[]
   try {
-    const env = decodeEnvelope(msg.data)
-    return { env, seq: msg.seq, time: recordTime(env, registry) }
+    envelopes = decodeRecordMessage(msg.data)
   } catch {
-    return undefined
+    return []
   }
+  return envelopes.map((env, position) => ({ env, seq: recordSeq(msg.seq, position), time: recordTime(env, registry) }))
 }
 
 /**
@@ -89,10 +90,10 @@ export async function rebuildState(
       untilSeq,
       onMessage: (msg) => {
         if (msg.seq > (opts.lastSeq.get(partitionOfSubject(msg.subject)) ?? 0)) return
-        const item = stageRecordOf(msg, opts.registry)
-        if (!item) return
-        opts.state.absorb(item)
-        absorbed++
+        for (const item of stageRecordsOf(msg, opts.registry)) {
+          opts.state.absorb(item)
+          absorbed++
+        }
       },
     })
   }

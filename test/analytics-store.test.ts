@@ -1,33 +1,91 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { DuckDBInstance } from '@duckdb/node-api'
 import t from 'tap'
-import { encodeEnvelope } from '../pipeline/index.ts'
-import { AnalyticsStore, type EnvelopeRow, type ObjectSchemaDoc } from '../storage/index.ts'
+import { envelopeJson } from '../pipeline/index.ts'
+import { AnalyticsStore, type EnvelopeRow, type ObjectSchemaDoc, RECORDS_PER_MESSAGE, recordSeq } from '../storage/index.ts'
 import { tempDir } from './helpers/sluice.ts'
 
 const schema = JSON.parse(readFileSync(new URL('../fixtures/schemas/activity.json', import.meta.url), 'utf8')) as ObjectSchemaDoc
 
-function row(seq: number): EnvelopeRow {
-  const envelope = encodeEnvelope({
-    record_id: `r-${seq}`,
+function envelope(n: number): string {
+  return envelopeJson({
+    record_id: `r-${n}`,
     object: 'activity',
     received_at: Date.now(),
     source: 'api',
     schema_version: 1,
-    record: { activity_id: `a-${seq}`, account_id: 'acc-1', event_type: 'login', occurred_at: '2026-01-01T00:00:00Z' },
+    record: { activity_id: `a-${n}`, account_id: 'acc-1', event_type: 'login', occurred_at: '2026-01-01T00:00:00Z' },
   })
-  return { seq, envelope: Buffer.from(envelope).toString() }
 }
 
-t.test('a record delivered twice, in one batch or across batches, is stored once', async (t) => {
+/** The message at stream sequence `streamSeq`, holding records numbered from `first` on. */
+function message(streamSeq: number, first: number, count = 1): EnvelopeRow {
+  return { seq: recordSeq(streamSeq), envelopes: `[${Array.from({ length: count }, (_, i) => envelope(first + i)).join(',')}]` }
+}
+
+t.test('a message delivered twice, in one batch or across batches, is stored once', async (t) => {
   const store = await AnalyticsStore.open(join(tempDir(t), 'a.duckdb'))
   t.teardown(() => store.close())
   await store.ensureTable(schema)
-  t.equal(await store.append('activity', [row(1), row(2), row(1)]), 2, 'a redelivery inside the batch is dropped')
-  t.equal(await store.append('activity', [row(2), row(3)]), 1, 'a sequence already stored is dropped')
+  t.equal(await store.append('activity', [message(1, 1), message(2, 2), message(1, 1)]), 2, 'a redelivery inside the batch is dropped')
+  t.equal(await store.append('activity', [message(2, 2), message(3, 3)]), 1, 'a sequence already stored is dropped')
   const page = await store.queryRecords({ object: 'activity', limit: 10, view: 'history' })
   t.same(
     page.records.map((r) => r.seq),
-    [3, 2, 1],
+    [recordSeq(3), recordSeq(2), recordSeq(1)],
   )
+})
+
+t.test("a batch job's message stores each of its records, numbered by place, once", async (t) => {
+  const store = await AnalyticsStore.open(join(tempDir(t), 'a.duckdb'))
+  t.teardown(() => store.close())
+  await store.ensureTable(schema)
+  t.equal(await store.append('activity', [message(1, 1), message(2, 2, 5)]), 6)
+  t.equal(await store.append('activity', [message(2, 2, 5), message(3, 7, 2)]), 2, 'the redelivered message adds nothing')
+  const records: { seq: number; record_id: string }[] = []
+  let cursor: number | undefined
+  for (;;) {
+    const page = await store.queryRecords({ object: 'activity', limit: 3, view: 'history', before: cursor })
+    records.push(...page.records)
+    if (!page.next_cursor) break
+    cursor = Number(page.next_cursor)
+  }
+  t.same(
+    records.map((r) => [r.seq, r.record_id]),
+    [[recordSeq(3, 1), 'r-8'], [recordSeq(3, 0), 'r-7'], ...[4, 3, 2, 1, 0].map((p) => [recordSeq(2, p), `r-${2 + p}`]), [recordSeq(1), 'r-1']],
+    'pages of three walk every record, newest first, none twice',
+  )
+})
+
+t.test('a file written before records shared messages is renumbered once, old rows before new', async (t) => {
+  const path = join(tempDir(t), 'old.duckdb')
+  const first = await AnalyticsStore.open(path)
+  await first.ensureTable(schema)
+  await first.append('activity', [message(1, 1), message(2, 2)])
+  first.close()
+  // Make it as the previous release left it: rows numbered by stream sequence, and no marker.
+  const raw = await DuckDBInstance.create(path)
+  const conn = await raw.connect()
+  await conn.run(`UPDATE records_activity SET _seq = _seq // ${RECORDS_PER_MESSAGE}`)
+  await conn.run('DROP TABLE sluice_store_meta')
+  conn.closeSync()
+  raw.closeSync()
+
+  for (const round of [1, 2]) {
+    const store = await AnalyticsStore.open(path)
+    await store.ensureTable(schema)
+    if (round === 1) t.equal(await store.append('activity', [message(3, 3), message(2, 2)]), 1, 'a redelivered old message is still recognised')
+    const page = await store.queryRecords({ object: 'activity', limit: 10, view: 'history' })
+    t.same(
+      page.records.map((r) => [r.seq, r.record_id]),
+      [
+        [recordSeq(3), 'r-3'],
+        [recordSeq(2), 'r-2'],
+        [recordSeq(1), 'r-1'],
+      ],
+      `opened ${round === 1 ? 'first' : 'again'}: renumbered exactly once`,
+    )
+    store.close()
+  }
 })

@@ -5,8 +5,9 @@ import { writeCsv } from '../fixtures/generate.ts'
 import { startServe } from './helpers/cli.ts'
 import { eventually, startTestNats, tempDir } from './helpers/sluice.ts'
 
-// 200,000 records end to end, twice started: longer than the default per-file limit on a busy 2-core machine.
-t.setTimeout(300_000)
+// 200,000 records end to end, twice started, with other test files running beside it on 2 cores: what this
+// asserts is exactly-once, not speed (bench/ measures that).
+t.setTimeout(420_000)
 
 interface JobStatus {
   state: string
@@ -43,7 +44,7 @@ t.test('a job whose worker is killed mid-way completes after a restart, every re
       const status = await statusOf(second.url)
       return FINAL.includes(status.state) ? status : undefined
     },
-    120_000,
+    240_000,
     200,
   )
   t.match(done, { state: 'completed', counts: { total: count, accepted: count, rejected: 0, stored: count } })

@@ -1,6 +1,9 @@
 import { readFileSync } from 'node:fs'
+import { jetstream } from '@nats-io/jetstream'
+import { connect, headers } from '@nats-io/transport-node'
 import t from 'tap'
 import { generateBatch } from '../fixtures/generator.ts'
+import { ENVELOPE_BATCH_HEADERS, SUBJECTS } from '../pipeline/index.ts'
 import { eventually, startTestNats, startTestSluice, type TestSluice } from './helpers/sluice.ts'
 
 type ObjectName = 'transaction' | 'account' | 'activity'
@@ -176,4 +179,33 @@ t.test('roles run apart: ingress in one process, sink in another, one NATS', asy
   await sinkOnly.stop()
   const unavailable = await ingressOnly.request('GET', '/records/activity')
   t.equal(unavailable.status, 503, 'queries answer 503 while no sink runs')
+})
+
+t.test('messages on the record stream that hold no record are set aside; records after them are stored and decided', async (t) => {
+  const nats = await startTestNats(t)
+  const s = await startTestSluice(t, { natsUrl: nats.url })
+  const nc = await connect({ servers: nats.url })
+  t.teardown(() => nc.close())
+  const js = jetstream(nc)
+  const batchHeaders = headers()
+  batchHeaders.set(ENVELOPE_BATCH_HEADERS.count, '1')
+  batchHeaders.set(ENVELOPE_BATCH_HEADERS.schemaVersion, '1')
+  batchHeaders.set(ENVELOPE_BATCH_HEADERS.receivedAt, String(Date.now()))
+  // An array cut short, an array without its headers, and an object that is no envelope.
+  await js.publish(SUBJECTS.record('transaction', 3), '[{"record_id":"x"', { headers: batchHeaders })
+  await js.publish(SUBJECTS.record('transaction', 3), '[]')
+  await js.publish(SUBJECTS.record('transaction', 3), '{"hello":"world"}')
+  const record = { ...sampleRecords().transaction, transaction_id: 'after-the-poison' }
+  const res = await s.request('POST', '/transaction', record)
+  t.equal(res.status, 202)
+  const { record_id } = (await res.json()) as { record_id: string }
+  t.ok(await eventually(() => findRecord(s, 'transaction', record_id), 5000), 'the record after them is stored')
+  const decision = await s.request('GET', `/decisions/${record_id}?wait_ms=5000`)
+  t.equal(decision.status, 200, 'and decided')
+  const metric = async (name: string) => {
+    const text = await (await s.request('GET', '/metrics')).text()
+    return Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)`, 'm').exec(text)?.[1] ?? 0)
+  }
+  t.equal(await metric('sluice_sink_poison_messages_total'), 3, 'the sink terminated and counted all three')
+  t.equal(await metric('sluice_rule_poison_messages_total'), 3, 'so did the rule stage')
 })

@@ -27,10 +27,10 @@ class JobInterrupted extends Error {}
 /**
  * Runs batch jobs: claims one (a lease in SQLite, so two workers never run the same job), validates the
  * payload, then validates and publishes its records chunk by chunk through the same RecordIngestor as the
- * real-time path. Each record's message id is derived from job and row, and the checkpoint moves only after a
- * chunk is acknowledged, so a worker that dies is replaced (after its lease) by one that resumes at the
- * checkpoint: JetStream drops the re-sent rows it already holds. A job completes when every accepted record
- * is queryable.
+ * real-time path, many records to a message. Each message id is derived from job, chunk and partition, and the
+ * checkpoint moves only after a chunk is acknowledged, so a worker that dies is replaced (after its lease) by
+ * one that resumes at the checkpoint: JetStream drops the re-sent messages it already holds. A job completes
+ * when every accepted record is queryable (and decided, where a rule stage runs).
  */
 export class BatchWorker {
   readonly #opts: BatchWorkerOptions
@@ -167,32 +167,34 @@ export class BatchWorker {
     const schema = registry.current(object)?.schema
     const idField = schema?.id_field
     const errors: RowError[] = []
-    let accepted = 0
-    const outcomes = await Promise.all(
-      chunk.map(async (item) => {
-        if ('unreadable' in item) return { item, errors: [{ pointer: '', message: item.unreadable }] }
-        const record = job.format === 'csv' && schema ? typeCsvRecord(item.record as Record<string, string>, schema) : item.record
-        const outcome = await ingestor.accept(object, record, {
-          source: job.source,
-          actor: job.created_by,
-          idempotencyKey: `${job.id}:${item.row}`,
-          updateSchema: job.update_schema,
-          evaluateRules: job.evaluate_rules,
-          jobId: job.id,
-        })
-        return { item, record, errors: outcome.status === 'rejected' ? outcome.errors : undefined }
-      }),
-    )
-    for (const { item, record, errors: rowErrors } of outcomes) {
-      if (!rowErrors) {
-        accepted++
-        continue
-      }
+    const rowError = (row: number, record: unknown, pointer: string, message: string) => {
       const key = idField && record && typeof record === 'object' ? (record as Record<string, unknown>)[idField] : undefined
-      for (const e of rowErrors)
-        errors.push({ row: item.row, record_key: key === undefined || key === null ? null : String(key), pointer: e.pointer, message: e.message })
+      errors.push({ row, record_key: key === undefined || key === null ? null : String(key), pointer, message })
     }
-    jobs.recordChunk(job.id, { accepted, rejected: chunk.length - accepted, errors, checkpoint_row: chunk[chunk.length - 1].row })
+    const readable: { row: number; record: unknown }[] = []
+    for (const item of chunk) {
+      if ('unreadable' in item) rowError(item.row, undefined, '', item.unreadable)
+      else readable.push({ row: item.row, record: job.format === 'csv' && schema ? typeCsvRecord(item.record as Record<string, string>, schema) : item.record })
+    }
+    const outcome = await ingestor.acceptMany(
+      object,
+      readable.map((r) => r.record),
+      {
+        source: job.source,
+        actor: job.created_by,
+        updateSchema: job.update_schema,
+        evaluateRules: job.evaluate_rules,
+        jobId: job.id,
+        // The chunk's first row: a resumed job makes the same chunks, which JetStream then stores once.
+        batchId: `${job.id}:${chunk[0].row}`,
+      },
+    )
+    for (const { index, errors: recordErrors } of outcome.rejected) {
+      const { row, record } = readable[index]
+      for (const e of recordErrors) rowError(row, record, e.pointer, e.message)
+    }
+    errors.sort((a, b) => a.row - b.row)
+    jobs.recordChunk(job.id, { accepted: outcome.accepted, rejected: chunk.length - outcome.accepted, errors, checkpoint_row: chunk[chunk.length - 1].row })
   }
 
   /** Asks the analytics store how many of the job's records it holds and the rule stage decided on, and notes it; the last counts if it does not answer. */

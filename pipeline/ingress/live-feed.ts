@@ -1,8 +1,8 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import type { ObjectStats } from '../../storage/index.ts'
-import { decodeEnvelope } from '../envelope.ts'
+import { decodeRecordMessage, ENVELOPE_BATCH_HEADERS, isEnvelopeBatch } from '../envelope.ts'
 import type { Logger } from '../logger.ts'
-import { STREAMS, SUBJECTS } from '../streams.ts'
+import { objectOfSubject, STREAMS, SUBJECTS } from '../streams.ts'
 
 /** One second of what went through the pipeline, counted from every message (never sampled). */
 export interface LiveTick {
@@ -108,28 +108,30 @@ export class LiveFeed {
       nc.subscribe(STREAMS.records.subjects[0], {
         callback: (err, msg) => {
           if (err) return
-          // sluice.records.<object>.<partition>: the object is the third token, so counting needs no parsing.
-          const object = msg.subject.split('.')[2]
-          this.#current.records[object] = (this.#current.records[object] ?? 0) + 1
-          const forwarded = (this.#current.records[object] ?? 0) - (this.#current.not_forwarded[object] ?? 0)
-          if (forwarded > this.#opts.recordsPerSecond) {
-            this.#current.not_forwarded[object] = (this.#current.not_forwarded[object] ?? 0) + 1
-            return
-          }
+          // The object is in the subject and a batch's count in its headers, so counting needs no parsing.
+          const object = objectOfSubject(msg.subject)
+          const count = isEnvelopeBatch(msg.data) ? Number(msg.headers?.get(ENVELOPE_BATCH_HEADERS.count)) || 0 : 1
+          const before = this.#current.records[object] ?? 0
+          this.#current.records[object] = before + count
+          const room = this.#opts.recordsPerSecond - (before - (this.#current.not_forwarded[object] ?? 0))
+          const forwarding = Math.max(0, Math.min(count, room))
+          this.#current.not_forwarded[object] = (this.#current.not_forwarded[object] ?? 0) + count - forwarding
+          if (forwarding === 0) return
           try {
-            const env = decodeEnvelope(msg.data)
-            this.#emit({
-              type: 'record',
-              record: {
-                object: env.object,
-                record_id: env.record_id,
-                received_at: new Date(env.received_at).toISOString(),
-                source: env.source,
-                schema_version: env.schema_version,
-                job_id: env.job_id ?? null,
-                data: env.record,
-              },
-            })
+            for (const env of decodeRecordMessage(msg.data).slice(0, forwarding)) {
+              this.#emit({
+                type: 'record',
+                record: {
+                  object: env.object,
+                  record_id: env.record_id,
+                  received_at: new Date(env.received_at).toISOString(),
+                  source: env.source,
+                  schema_version: env.schema_version,
+                  job_id: env.job_id ?? null,
+                  data: env.record,
+                },
+              })
+            }
           } catch (cause) {
             log.debug({ err: cause, subject: msg.subject }, 'live feed skipped a message that is not an envelope')
           }

@@ -1,6 +1,6 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream'
-import type { AnalyticsStore, EnvelopeRow, SchemaRegistry, SchemaVersion } from '../../storage/index.ts'
-import { decodeEnvelope, type Envelope, envelopeText } from '../envelope.ts'
+import { type AnalyticsStore, type EnvelopeRow, recordSeq, type SchemaRegistry, type SchemaVersion } from '../../storage/index.ts'
+import { ENVELOPE_BATCH_HEADERS, isEnvelopeBatch, readRecordMessage } from '../envelope.ts'
 import type { Logger } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 import { CONSUMERS } from '../streams.ts'
@@ -14,6 +14,8 @@ export interface AnalyticsSinkOptions {
   log: Logger
   batchSize: number
   flushIntervalMs: number
+  /** What it asks JetStream for at a time (recordPullBytes). */
+  pullBytes: number
 }
 
 /**
@@ -26,6 +28,8 @@ export class AnalyticsSink {
   #messages?: ConsumerMessages
   #loop?: Promise<void>
   #pending: JsMsg[] = []
+  /** Records the pending messages hold: a batch job's message holds many. */
+  #pendingRecords = 0
   #timer?: NodeJS.Timeout
   readonly #stopped = new AbortController()
   #flushing: Promise<void> = Promise.resolve()
@@ -39,14 +43,15 @@ export class AnalyticsSink {
   async start(): Promise<void> {
     for (const object of this.#opts.registry.objects()) await this.#ensureTable(object, 0)
     const consumer = await this.#opts.js.consumers.get(CONSUMERS.analyticsSink.stream, CONSUMERS.analyticsSink.durable)
-    this.#messages = await consumer.consume({ max_messages: this.#opts.batchSize * 2 })
+    this.#messages = await consumer.consume({ max_bytes: this.#opts.pullBytes })
     this.#loop = this.#consume(this.#messages)
   }
 
   async #consume(messages: ConsumerMessages): Promise<void> {
     for await (const m of messages) {
       this.#pending.push(m)
-      if (this.#pending.length >= this.#opts.batchSize) await this.#flush()
+      this.#pendingRecords += isEnvelopeBatch(m.data) ? Number(m.headers?.get(ENVELOPE_BATCH_HEADERS.count)) || 1 : 1
+      if (this.#pendingRecords >= this.#opts.batchSize) await this.#flush()
       else this.#timer ??= setTimeout(() => void this.#flush(), this.#opts.flushIntervalMs)
     }
   }
@@ -86,15 +91,15 @@ export class AnalyticsSink {
     const batch = this.#pending
     if (batch.length === 0) return
     this.#pending = []
+    this.#pendingRecords = 0
     const { store, metrics, log } = this.#opts
     const started = performance.now()
-    const byObject = new Map<string, { rows: EnvelopeRow[]; receivedAt: number[]; version: number }>()
+    const byObject = new Map<string, { rows: EnvelopeRow[]; receivedAt: number[]; records: number; version: number }>()
     let last: JsMsg | undefined
     for (const m of batch) {
-      const text = envelopeText(m.data)
-      let env: Envelope
+      let read: ReturnType<typeof readRecordMessage>
       try {
-        env = decodeEnvelope(text)
+        read = readRecordMessage(m)
       } catch (err) {
         // Poison: redelivery cannot fix it. Terminate, and say so where an operator looks.
         log.error({ err, seq: m.seq, subject: m.subject }, 'analytics sink: undecodable message terminated')
@@ -102,12 +107,13 @@ export class AnalyticsSink {
         m.term('undecodable envelope')
         continue
       }
-      let group = byObject.get(env.object)
-      if (!group) byObject.set(env.object, (group = { rows: [], receivedAt: [], version: 0 }))
+      let group = byObject.get(read.object)
+      if (!group) byObject.set(read.object, (group = { rows: [], receivedAt: [], records: 0, version: 0 }))
       last = m
-      group.version = Math.max(group.version, env.schema_version)
-      group.rows.push({ seq: m.seq, envelope: text })
-      group.receivedAt.push(env.received_at)
+      group.version = Math.max(group.version, read.schemaVersion)
+      group.rows.push({ seq: recordSeq(m.seq), envelopes: read.envelopes })
+      group.records += read.count
+      for (let i = 0; i < read.count; i++) group.receivedAt.push(read.receivedAt)
     }
     const written = await writeUntilStored(
       async () => {
@@ -123,7 +129,7 @@ export class AnalyticsSink {
     const now = Date.now()
     for (const [object, group] of byObject) {
       for (const receivedAt of group.receivedAt) metrics.freshness.observe((now - receivedAt) / 1000)
-      metrics.sinkRecords.inc({ object }, group.rows.length)
+      metrics.sinkRecords.inc({ object }, group.records)
     }
     metrics.sinkBatchLatency.observe((performance.now() - started) / 1000)
   }

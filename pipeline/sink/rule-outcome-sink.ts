@@ -38,7 +38,8 @@ export class RuleOutcomeSink {
 
   async start(): Promise<void> {
     const consumer = await this.#opts.js.consumers.get(CONSUMERS.ruleOutcomeSink.stream, CONSUMERS.ruleOutcomeSink.durable)
-    this.#messages = await consumer.consume({ max_messages: 64 })
+    // A message holds up to 200 decisions: sixteen keep the sink busy without holding megabytes.
+    this.#messages = await consumer.consume({ max_messages: 16 })
     this.#loop = this.#consume(this.#messages)
   }
 
