@@ -33,7 +33,7 @@ import { onSchemaChange, publishSchemaChange } from './schema-events.ts'
 import { AnalyticsSink } from './sink/analytics-sink.ts'
 import { RuleOutcomeSink } from './sink/rule-outcome-sink.ts'
 import { CONSUMERS, STREAMS } from './streams.ts'
-import { ensureTopology, recordPullBytes, resumeSinkConsumer } from './topology.ts'
+import { ensureTopology, resumeSinkConsumer } from './topology.ts'
 
 export const DEFAULT_SCHEMAS_DIR = fileURLToPath(new URL('../fixtures/schemas', import.meta.url))
 /** Where `sluice serve` notes its embedded nats-server's URL in the data dir, for the CLI commands that need NATS. */
@@ -169,7 +169,6 @@ function sinkRole(ctx: RuntimeContext): Role {
         log: ctx.log.child({ role: 'sink' }),
         batchSize: ctx.config.sink.batchSize,
         flushIntervalMs: ctx.config.sink.flushIntervalMs,
-        pullBytes: recordPullBytes(ctx.nats.nc, 4),
       })
       await sink.start()
       const log = ctx.log.child({ role: 'sink' })

@@ -9,7 +9,7 @@ import {
   StorageType,
   type StreamConfig,
 } from '@nats-io/jetstream'
-import { type NatsConnection, nanos } from '@nats-io/transport-node'
+import { nanos } from '@nats-io/transport-node'
 import type { SluiceConfig } from './config.ts'
 import { CONSUMERS, STREAMS } from './streams.ts'
 
@@ -78,17 +78,6 @@ export async function resumeSinkConsumer(jsm: JetStreamManager, consumer: SinkCo
 }
 
 type DurableConfig = Partial<ConsumerConfig> & { durable_name: string }
-
-/**
- * How many bytes a consumer of record messages asks for at a time: room for `largest` of the largest message
- * the server takes. Pulling by bytes rather than messages bounds memory whether a message holds one record or,
- * from a batch job, hundreds. nats.js asks for more once a quarter of a pull is used up and, when the next
- * message does not fit what it asked for, waits two idle heartbeats (half a pull's expiry each) before asking
- * again: with `largest` 4 that never happens; with less, keep the expiry short.
- */
-export function recordPullBytes(nc: NatsConnection, largest: number): number {
-  return largest * ((nc.info?.max_payload ?? 1024 * 1024) + 64 * 1024)
-}
 
 /**
  * Creates a durable consumer, or brings an existing one to `wanted`. One whose ack policy differs (made by an

@@ -6,7 +6,7 @@ import type { SluiceConfig } from '../pipeline/config.ts'
 import type { Logger } from '../pipeline/logger.ts'
 import { StreamPublisher } from '../pipeline/stream-publisher.ts'
 import { RULE_CONSUMERS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
-import { ensureConsumer, recordPullBytes } from '../pipeline/topology.ts'
+import { ensureConsumer } from '../pipeline/topology.ts'
 import type { Decision, RuleStore, SchemaRegistry } from '../storage/index.ts'
 import { type CompiledRuleSet, compileStoredRuleSet } from './rule-set.ts'
 import { alertsOf, RuleState } from './rule-state.ts'
@@ -150,9 +150,6 @@ export class RuleStage {
           publish: (batch) => this.#publishBatch(partition, batch),
           onFailure: (err) => this.#failed(generation, partition, err),
           maxInFlight: config.maxInFlight,
-          // Sixteen partitions pulling four messages' worth each would ask NATS for more than it lets one
-          // connection have pending (64 MB), so one each, with a short expiry (RULE_PULL_EXPIRES_MS).
-          pullBytes: recordPullBytes(this.#opts.nc, 1),
         }),
     )
     for (const runner of this.#runners) await runner.start()
@@ -312,15 +309,14 @@ interface RunnerDeps {
   onFailure: (err: unknown) => void
   /** Records evaluated and not yet stored, at most; the runner waits before taking more. */
   maxInFlight: number
-  /** What it asks JetStream for at a time (recordPullBytes). */
-  pullBytes: number
 }
 
 /**
- * A partition's pull expires this soon, so that a record message larger than what the pull still had room for
- * holds the partition back about this long (recordPullBytes), not the 30 s of nats.js's default.
+ * Messages a partition's consumer asks JetStream for at a time. Sixteen partitions of a batch job's messages
+ * (at most 64 KB each) then hold at most 32 MB, well within what NATS lets one connection have pending (64 MB;
+ * past it the server drops the connection as a slow consumer).
  */
-const RULE_PULL_EXPIRES_MS = 2000
+const RULE_PULL_MESSAGES = 32
 
 /** Most decisions in one SLUICE_DECISIONS message, well within NATS's default 1 MB payload. */
 const MAX_BATCH_DECISIONS = 200
@@ -353,7 +349,7 @@ class PartitionRunner {
   }
 
   async start(): Promise<void> {
-    this.#messages = await this.#consumer.consume({ max_bytes: this.#deps.pullBytes, expires: RULE_PULL_EXPIRES_MS })
+    this.#messages = await this.#consumer.consume({ max_messages: RULE_PULL_MESSAGES })
     this.#loop = this.#consume(this.#messages)
   }
 

@@ -14,9 +14,10 @@ export interface AnalyticsSinkOptions {
   log: Logger
   batchSize: number
   flushIntervalMs: number
-  /** What it asks JetStream for at a time (recordPullBytes). */
-  pullBytes: number
 }
+
+/** Messages the sink asks JetStream for at a time. */
+const SINK_PULL_MESSAGES = 256
 
 /**
  * Consumes the record stream and appends to DuckDB in micro-batches (size or time, whichever first).
@@ -43,7 +44,10 @@ export class AnalyticsSink {
   async start(): Promise<void> {
     for (const object of this.#opts.registry.objects()) await this.#ensureTable(object, 0)
     const consumer = await this.#opts.js.consumers.get(CONSUMERS.analyticsSink.stream, CONSUMERS.analyticsSink.durable)
-    this.#messages = await consumer.consume({ max_bytes: this.#opts.pullBytes })
+    // Messages, not bytes: pulls by bytes stalled for tens of seconds against nats-server 2.9 (a message that
+    // does not fit what is left of a pull ends it with a 409 that nats.js waits out). A batch job's message is
+    // at most 64 KB, so this holds at most 16 MB.
+    this.#messages = await consumer.consume({ max_messages: SINK_PULL_MESSAGES })
     this.#loop = this.#consume(this.#messages)
   }
 
