@@ -37,10 +37,10 @@ export type AcceptOutcome =
   | { status: 'rejected'; code: 'SLUICE_SCHEMA_MISMATCH' | 'SLUICE_SCHEMA_INCOMPATIBLE'; schema_version: number; errors: FieldError[] }
 
 /**
- * Most bytes of envelopes in one message of a batch: about a hundred records, enough that per-message costs
+ * Most bytes of envelopes in one message of a batch: about fifty records, enough that per-message costs
  * vanish, small enough that the consumers, which pull a number of messages at a time, hold little.
  */
-const BATCH_MESSAGE_BYTES = 64 * 1024
+const BATCH_MESSAGE_BYTES = 32 * 1024
 
 /** What happened to a batch of records: how many are durably in JetStream, and every reason for the others. */
 export interface BatchAcceptOutcome {

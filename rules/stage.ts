@@ -313,8 +313,9 @@ interface RunnerDeps {
 
 /**
  * Messages a partition's consumer asks JetStream for at a time. Sixteen partitions of a batch job's messages
- * (at most 64 KB each) then hold at most 32 MB, well within what NATS lets one connection have pending (64 MB;
- * past it the server drops the connection as a slow consumer).
+ * (at most 32 KB each) then hold at most 16 MB. With the sink's pulls and a state rebuild's, what one process
+ * asks for stays well within what NATS lets a connection have pending (64 MB; past it the server drops the
+ * connection as a slow consumer, which a rebuild under a batch job did when it pulled 2,000 messages).
  */
 const RULE_PULL_MESSAGES = 32
 

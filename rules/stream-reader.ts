@@ -38,7 +38,8 @@ export async function readStream(
   try {
     const { num_pending: pending } = await consumer.info(true)
     if (pending === 0) return
-    const messages = await consumer.consume({ max_messages: 2000 })
+    // A batch job's message is up to 32 KB: this holds at most 8 MB (rules/stage.ts, RULE_PULL_MESSAGES, says why that matters).
+    const messages = await consumer.consume({ max_messages: 256 })
     for await (const msg of messages) {
       if (opts.untilSeq !== undefined && msg.seq > opts.untilSeq) break
       if ((await opts.onMessage(msg)) === 'stop' || msg.info.pending === 0 || msg.seq === opts.untilSeq) break

@@ -46,7 +46,7 @@ export class AnalyticsSink {
     const consumer = await this.#opts.js.consumers.get(CONSUMERS.analyticsSink.stream, CONSUMERS.analyticsSink.durable)
     // Messages, not bytes: pulls by bytes stalled for tens of seconds against nats-server 2.9 (a message that
     // does not fit what is left of a pull ends it with a 409 that nats.js waits out). A batch job's message is
-    // at most 64 KB, so this holds at most 16 MB.
+    // at most 32 KB, so this holds at most 8 MB.
     this.#messages = await consumer.consume({ max_messages: SINK_PULL_MESSAGES })
     this.#loop = this.#consume(this.#messages)
   }
