@@ -1,4 +1,5 @@
 import type { JsMsg } from '@nats-io/jetstream'
+import type { MsgHdrs } from '@nats-io/transport-node'
 import { monotonicFactory } from 'ulidx'
 import { RECORDS_PER_MESSAGE } from '../storage/index.ts'
 import { objectOfSubject } from './streams.ts'
@@ -101,6 +102,11 @@ export interface RecordMessage {
   envelopes: string
 }
 
+/** How many records a record message holds, without parsing it: one, or what a batch's header says (0 without it). */
+export function recordCountOf(m: { data: Uint8Array; headers?: MsgHdrs }): number {
+  return isEnvelopeBatch(m.data) ? Number(m.headers?.get(ENVELOPE_BATCH_HEADERS.count)) || 0 : 1
+}
+
 /** Reads a record message's facts: a batch's from its headers and subject. Throws when it is neither form. */
 export function readRecordMessage(m: Pick<JsMsg, 'data' | 'subject' | 'headers'>): RecordMessage {
   const text = envelopeText(m.data)
@@ -109,7 +115,7 @@ export function readRecordMessage(m: Pick<JsMsg, 'data' | 'subject' | 'headers'>
     return { object: env.object, schemaVersion: env.schema_version, receivedAt: env.received_at, count: 1, envelopes: `[${text}]` }
   }
   const header = (name: string) => Number(m.headers?.get(name))
-  const count = header(ENVELOPE_BATCH_HEADERS.count)
+  const count = recordCountOf(m)
   const schemaVersion = header(ENVELOPE_BATCH_HEADERS.schemaVersion)
   const receivedAt = header(ENVELOPE_BATCH_HEADERS.receivedAt)
   if (!(count >= 1 && count <= RECORDS_PER_MESSAGE && schemaVersion >= 1 && receivedAt > 0) || !text.endsWith(']'))

@@ -60,6 +60,11 @@ export function objectOfSubject(subject: string): string {
   return subject.split('.')[2]
 }
 
+/** The partition a record subject names. */
+export function partitionOfSubject(subject: string): number {
+  return Number(subject.slice(subject.lastIndexOf('.') + 1))
+}
+
 /** How many partitions the record subjects are split into; fixed, since changing it would move accounts between partitions. */
 export const RECORD_PARTITIONS = 16
 

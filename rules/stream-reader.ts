@@ -1,16 +1,11 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg, type OrderedConsumerOptions } from '@nats-io/jetstream'
 import { decodeRecordMessage, type Envelope } from '../pipeline/envelope.ts'
-import { STREAMS, SUBJECTS } from '../pipeline/streams.ts'
+import { partitionOfSubject, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
 import { recordSeq, type SchemaRegistry } from '../storage/index.ts'
 import { type RuleState, recordTime, type StageRecord } from './rule-state.ts'
 
 /** Where a read of the record stream starts: a stream sequence, an arrival time (epoch ms), or the oldest record kept. */
 export type StreamPosition = { seq: number } | { time: number } | 'first'
-
-/** The partition a record subject names: `sluice.records.<object>.<partition>`. */
-export function partitionOfSubject(subject: string): number {
-  return Number(subject.slice(subject.lastIndexOf('.') + 1))
-}
 
 /**
  * Reads the messages of a stream matching `filter`, in stream order, from `from` up to `untilSeq` (included;

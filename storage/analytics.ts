@@ -209,7 +209,7 @@ export class AnalyticsStore {
   }
 
   /**
-   * Appends records whose sequence is not stored yet (nor earlier in the same batch), so a redelivered record
+   * Appends the records of messages not stored yet (nor earlier in the same batch), so a redelivered message
    * adds nothing twice. Returns how many rows were written. The table must exist (ensureTable).
    * The rows go to DuckDB as one JSON array that it parses and converts itself (insertStatement): measured
    * (README) at a fifth of the CPU of an appender, which also held the event loop for every value.
@@ -329,8 +329,9 @@ const FIELD_READERS: Record<FieldType, { json: string; column: (value: string) =
  * The insert of a batch of record messages: parameter 1 is a JSON array of `{seq, envs}` (the first record's
  * sequence, the message's envelopes), 2 the time stored; a record's sequence counts on from its message's by
  * its place in it. Unnesting a list of the envelopes measured 1.4 µs per record; a lateral json_each over them
- * grew with the message's size (60-130 µs per record at 1,000 to a message). A value that does not convert to its column's type (one sent under an older schema
- * version) becomes null rather than fail the batch, as the appender's conversions did.
+ * grew with the message's size (60-130 µs per record at 1,000 to a message). A value that does not convert to
+ * its column's type (one sent under an older schema version) becomes null rather than fail the batch, as the
+ * appender's conversions did.
  */
 function insertStatement(table: string, columns: Column[]): string {
   const recordSpec = Object.fromEntries(columns.map((c) => [c.name, FIELD_READERS[c.type].json]))

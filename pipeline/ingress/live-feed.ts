@@ -1,6 +1,6 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import type { ObjectStats } from '../../storage/index.ts'
-import { decodeRecordMessage, ENVELOPE_BATCH_HEADERS, isEnvelopeBatch } from '../envelope.ts'
+import { decodeRecordMessage, recordCountOf } from '../envelope.ts'
 import type { Logger } from '../logger.ts'
 import { objectOfSubject, STREAMS, SUBJECTS } from '../streams.ts'
 
@@ -110,7 +110,7 @@ export class LiveFeed {
           if (err) return
           // The object is in the subject and a batch's count in its headers, so counting needs no parsing.
           const object = objectOfSubject(msg.subject)
-          const count = isEnvelopeBatch(msg.data) ? Number(msg.headers?.get(ENVELOPE_BATCH_HEADERS.count)) || 0 : 1
+          const count = recordCountOf(msg)
           const before = this.#current.records[object] ?? 0
           this.#current.records[object] = before + count
           const room = this.#opts.recordsPerSecond - (before - (this.#current.not_forwarded[object] ?? 0))

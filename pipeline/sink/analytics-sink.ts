@@ -1,6 +1,6 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream'
 import { type AnalyticsStore, type EnvelopeRow, recordSeq, type SchemaRegistry, type SchemaVersion } from '../../storage/index.ts'
-import { ENVELOPE_BATCH_HEADERS, isEnvelopeBatch, readRecordMessage } from '../envelope.ts'
+import { readRecordMessage, recordCountOf } from '../envelope.ts'
 import type { Logger } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 import { CONSUMERS } from '../streams.ts'
@@ -54,7 +54,7 @@ export class AnalyticsSink {
   async #consume(messages: ConsumerMessages): Promise<void> {
     for await (const m of messages) {
       this.#pending.push(m)
-      this.#pendingRecords += isEnvelopeBatch(m.data) ? Number(m.headers?.get(ENVELOPE_BATCH_HEADERS.count)) || 1 : 1
+      this.#pendingRecords += recordCountOf(m)
       if (this.#pendingRecords >= this.#opts.batchSize) await this.#flush()
       else this.#timer ??= setTimeout(() => void this.#flush(), this.#opts.flushIntervalMs)
     }
@@ -98,7 +98,7 @@ export class AnalyticsSink {
     this.#pendingRecords = 0
     const { store, metrics, log } = this.#opts
     const started = performance.now()
-    const byObject = new Map<string, { rows: EnvelopeRow[]; receivedAt: number[]; records: number; version: number }>()
+    const byObject = new Map<string, { rows: EnvelopeRow[]; receivedAt: number[]; version: number }>()
     let last: JsMsg | undefined
     for (const m of batch) {
       let read: ReturnType<typeof readRecordMessage>
@@ -112,11 +112,10 @@ export class AnalyticsSink {
         continue
       }
       let group = byObject.get(read.object)
-      if (!group) byObject.set(read.object, (group = { rows: [], receivedAt: [], records: 0, version: 0 }))
+      if (!group) byObject.set(read.object, (group = { rows: [], receivedAt: [], version: 0 }))
       last = m
       group.version = Math.max(group.version, read.schemaVersion)
       group.rows.push({ seq: recordSeq(m.seq), envelopes: read.envelopes })
-      group.records += read.count
       for (let i = 0; i < read.count; i++) group.receivedAt.push(read.receivedAt)
     }
     const written = await writeUntilStored(
@@ -133,7 +132,7 @@ export class AnalyticsSink {
     const now = Date.now()
     for (const [object, group] of byObject) {
       for (const receivedAt of group.receivedAt) metrics.freshness.observe((now - receivedAt) / 1000)
-      metrics.sinkRecords.inc({ object }, group.records)
+      metrics.sinkRecords.inc({ object }, group.receivedAt.length)
     }
     metrics.sinkBatchLatency.observe((performance.now() - started) / 1000)
   }
