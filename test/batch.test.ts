@@ -107,6 +107,31 @@ t.test('batch uploads: formats, counts, error reports', async (t) => {
     t.match(await get('csv-2'), { merchant_name: null, description: 'line one\r\nline two', amount: 20, metadata: { k: 1 } })
   })
 
+  t.test('a CSV read in many pieces: quoted line breaks across them, and a broken quote fails the job', async (t) => {
+    const fields = Object.keys(transactions[0])
+    const cell = (value: unknown) => (value === null ? '' : `"${String(typeof value === 'object' ? JSON.stringify(value) : value).replaceAll('"', '""')}"`)
+    // About 2.5 KB a row, quoted and holding CRLFs: a file of megabytes, read one megabyte at a time.
+    const rows = transactions.map((r, i) => ({
+      ...r,
+      description: `row ${i},\r\n"${'x'.repeat(900)}"\r\nend`,
+      metadata: { note: 'a "quoted",\r\nvalue', pad: 'z'.repeat(1200) },
+    }))
+    const csv = [fields.join(','), ...rows.map((r) => fields.map((f) => cell(r[f as keyof typeof r])).join(','))].join('\r\n')
+    t.ok(csv.length > 2_500_000, 'larger than two reads')
+    const status = await finished(s, await jobIdOf(await upload(s, csv, 'text/csv', '?object=transaction&evaluate_rules=false')), 60_000)
+    const n = rows.length
+    t.match(status, { state: 'completed', counts: { total: n, accepted: n, rejected: 0, stored: n } })
+    const last = (await (await s.request('GET', `/records/transaction?transaction_id=${rows[n - 1].transaction_id}`)).json()) as {
+      records: { data: Record<string, unknown> }[]
+    }
+    t.match(last.records[0].data, { description: rows[n - 1].description, metadata: rows[n - 1].metadata }, 'quotes and line breaks kept exactly')
+
+    const broken = [fields.join(','), fields.map((f) => cell(rows[0][f as keyof (typeof rows)[0]])).join(','), `"unclosed,${'y'.repeat(20)}`].join('\n')
+    const failed = await finished(s, await jobIdOf(await upload(s, broken, 'text/csv', '?object=transaction')))
+    t.match(failed, { state: 'failed', error: /CSV cannot be read at row 2: Quoted field unterminated/ }, 'an unclosed quote: the job fails and says where')
+    t.equal(failed.counts.accepted, 0, 'nothing of it was published')
+  })
+
   t.test('JSON bodies, gzip, and the object named in the payload', async (t) => {
     const envelope = { object: 'transaction', records: transactions.slice(100, 120), evaluate_rules: false }
     const gz = new Uint8Array(gzipSync(JSON.stringify(envelope)))

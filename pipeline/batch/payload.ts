@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { type Readable, Transform } from 'node:stream'
 import { createGunzip } from 'node:zlib'
-import { parse as parseCsv } from 'csv-parse'
+import Papa from 'papaparse'
 import { parser as jsonTokens } from 'stream-json'
 import Assembler from 'stream-json/assembler.js'
 import type { ObjectSchemaDoc, PayloadFormat } from '../../storage/index.ts'
@@ -42,46 +42,96 @@ function openPayload(path: string, compressed: boolean, maxBytes: number): Reada
   return file.on('error', forward).pipe(gunzip).pipe(limit)
 }
 
-async function* readNdjson(input: Readable): AsyncGenerator<PayloadItem> {
+/** Records of the line-by-line formats are handed on this many at a time: one await per record costs more than reading it. */
+const ITEMS_PER_YIELD = 1024
+
+async function* readNdjson(input: Readable): AsyncGenerator<PayloadItem[]> {
   let row = 0
+  let items: PayloadItem[] = []
   for await (const line of createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY })) {
     if (line.trim() === '') continue
     row++
     try {
-      yield { row, record: JSON.parse(line) }
+      items.push({ row, record: JSON.parse(line) })
     } catch (err) {
-      yield { row, unreadable: `line ${row} is not valid JSON: ${(err as Error).message}` }
+      items.push({ row, unreadable: `line ${row} is not valid JSON: ${(err as Error).message}` })
+    }
+    if (items.length >= ITEMS_PER_YIELD) {
+      yield items
+      items = []
     }
   }
+  if (items.length > 0) yield items
 }
 
-async function* readCsv(input: Readable): AsyncGenerator<PayloadItem> {
-  // relax_column_count: a row with the wrong number of cells is that row's error, not the whole file's.
-  const rows = input.pipe(parseCsv({ bom: true, relax_column_count: true, skip_empty_lines: true, info: true }))
+/** Longest CSV row read: past it, a quote left open would otherwise pull the rest of the file into one row. */
+const MAX_CSV_ROW_CHARS = 1 << 20
+
+/**
+ * The CSV's rows, one decoded chunk of text (about a megabyte) at a time, parsed by Papa Parse's core parser.
+ * A row cut off by the chunk's end waits for the next chunk. The first line's break (CRLF or LF) is the file's;
+ * quoted fields may hold either. A malformed or unclosed quote makes the whole payload unreadable.
+ */
+async function* csvRows(input: Readable): AsyncGenerator<string[][]> {
+  input.setEncoding('utf8')
+  let parser: Papa.Parser | undefined
+  let rest = ''
+  let rowsBefore = 0
+  const parse = (text: string, final: boolean): string[][] => {
+    if (!parser) {
+      const firstBreak = text.indexOf('\n')
+      if (firstBreak < 0 && !final) {
+        rest = text
+        return []
+      }
+      parser = new Papa.Parser({ delimiter: ',', newline: text[firstBreak - 1] === '\r' ? '\r\n' : '\n', quoteChar: '"' })
+    }
+    const { data, errors, meta } = parser.parse(text, 0, !final) as { data: string[][]; errors: Papa.ParseError[]; meta: { cursor: number } }
+    // A row cut off by the chunk's end can look malformed; it is parsed again whole with the next chunk.
+    const broken = errors.find((e) => e.type === 'Quotes' && (final || (e.row ?? 0) < data.length))
+    if (broken) throw new PayloadError(`the CSV cannot be read at row ${rowsBefore + (broken.row ?? 0)}: ${broken.message}`)
+    rest = text.slice(meta.cursor)
+    if (rest.length > MAX_CSV_ROW_CHARS)
+      throw new PayloadError(`the CSV has a row longer than ${MAX_CSV_ROW_CHARS} characters after row ${rowsBefore + data.length}: is a quote left open?`)
+    rowsBefore += data.length
+    return data
+  }
+  let first = true
+  for await (const chunk of input as AsyncIterable<string>) {
+    const text = rest + (first ? chunk.replace(/^\uFEFF/, '') : chunk)
+    first = false
+    yield parse(text, false)
+  }
+  if (rest !== '') yield parse(rest, true)
+}
+
+async function* readCsv(input: Readable): AsyncGenerator<PayloadItem[]> {
   let header: string[] | undefined
   let row = 0
-  try {
-    for await (const { record: cells, info } of rows as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
+  for await (const rows of csvRows(input)) {
+    const items: PayloadItem[] = []
+    for (const cells of rows) {
+      // An empty line is no row.
+      if (cells.length === 1 && cells[0] === '') continue
       if (!header) {
         header = cells.map((c) => c.trim())
         continue
       }
       row++
       if (cells.length !== header.length) {
-        yield { row, unreadable: `row ${row} (line ${info.lines}) has ${cells.length} cells, the header has ${header.length}` }
+        items.push({ row, unreadable: `row ${row} has ${cells.length} cells, the header has ${header.length}` })
         continue
       }
       const record: Record<string, string> = {}
       for (let i = 0; i < header.length; i++) record[header[i]] = cells[i]
-      yield { row, record }
+      items.push({ row, record })
     }
-  } catch (err) {
-    throw new PayloadError(`the CSV cannot be read after row ${row}: ${(err as Error).message}`)
+    if (items.length > 0) yield items
   }
 }
 
 /** A JSON array of records, or `{"object": ..., "records": [...], "update_schema": ..., "evaluate_rules": ...}`. */
-async function* readJson(input: Readable, settings: PayloadSettings): AsyncGenerator<PayloadItem> {
+async function* readJson(input: Readable, settings: PayloadSettings): AsyncGenerator<PayloadItem[]> {
   const tokens = input.pipe(jsonTokens.asStream())
   const asm = new Assembler()
   let depth = 0
@@ -89,6 +139,7 @@ async function* readJson(input: Readable, settings: PayloadSettings): AsyncGener
   let key: string | undefined
   let inRecords = false
   let row = 0
+  let items: PayloadItem[] = []
   try {
     for await (const token of tokens as AsyncIterable<{ name: string; value?: unknown }>) {
       if (!topLevel) {
@@ -104,7 +155,11 @@ async function* readJson(input: Readable, settings: PayloadSettings): AsyncGener
         asm.consume(token as never)
         if (asm.depth === 0 && asm.done) {
           row++
-          yield { row, record: asm.current }
+          items.push({ row, record: asm.current })
+          if (items.length >= ITEMS_PER_YIELD) {
+            yield items
+            items = []
+          }
         }
         continue
       }
@@ -136,6 +191,7 @@ async function* readJson(input: Readable, settings: PayloadSettings): AsyncGener
           break
       }
     }
+    if (items.length > 0) yield items
   } catch (err) {
     if (err instanceof PayloadError) throw err
     throw new PayloadError(`the JSON cannot be read after record ${row}: ${(err as Error).message}`)
@@ -143,14 +199,14 @@ async function* readJson(input: Readable, settings: PayloadSettings): AsyncGener
 }
 
 /**
- * Streams a stored payload record by record, never holding it whole. `settings` receives what a JSON envelope
+ * Streams a stored payload a run of records at a time, never holding it whole. `settings` receives what a JSON envelope
  * says about itself (object, flags) as it is read.
  */
 export function readPayload(
   path: string,
   format: PayloadFormat,
   opts: { compressed: boolean; maxBytes: number; settings?: PayloadSettings },
-): AsyncGenerator<PayloadItem> {
+): AsyncGenerator<PayloadItem[]> {
   const input = openPayload(path, opts.compressed, opts.maxBytes)
   if (format === 'csv') return readCsv(input)
   if (format === 'ndjson') return readNdjson(input)

@@ -120,10 +120,14 @@ export class BatchWorker {
     const { jobs, registry, config } = this.#opts
     const settings: PayloadSettings = {}
     let total = 0
-    for await (const _item of readPayload(job.payload_path, job.format, { compressed: job.compressed, maxBytes: config.maxBytes, settings })) {
-      total++
+    let checkedAt = 0
+    for await (const items of readPayload(job.payload_path, job.format, { compressed: job.compressed, maxBytes: config.maxBytes, settings })) {
+      total += items.length
       if (total > config.maxRecords) throw new PayloadError(`the payload holds more than ${config.maxRecords} records, the limit per job`)
-      if (total % 50_000 === 0) this.#checkpoint(job.id)
+      if (total - checkedAt >= 50_000) {
+        checkedAt = total
+        this.#checkpoint(job.id)
+      }
     }
     this.#checkpoint(job.id)
     const object = job.object ?? settings.object
@@ -144,10 +148,12 @@ export class BatchWorker {
     const object = job.object as string
     let chunk: PayloadItem[] = []
     let storedAskedAt = Date.now()
-    for await (const item of readPayload(job.payload_path, job.format, { compressed: job.compressed, maxBytes: config.maxBytes })) {
-      if (item.row <= job.checkpoint_row) continue
-      chunk.push(item)
-      if (chunk.length >= config.chunkSize) {
+    for await (const items of readPayload(job.payload_path, job.format, { compressed: job.compressed, maxBytes: config.maxBytes })) {
+      for (const item of items) {
+        if (item.row <= job.checkpoint_row) continue
+        chunk.push(item)
+        // Chunks are exactly chunkSize rows from the first: a resumed job makes the same ones (their rows name their messages).
+        if (chunk.length < config.chunkSize) continue
         await this.#publishChunk(job, object, chunk)
         chunk = []
         this.#checkpoint(job.id)
