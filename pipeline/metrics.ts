@@ -1,4 +1,4 @@
-import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client'
+import { AggregatorRegistry, Counter, collectDefaultMetrics, Histogram, type MetricObjectWithValues, type MetricValue, Registry } from 'prom-client'
 
 /** Every Prometheus metric of one process; roles in the process share it, `/metrics` exposes it. */
 export function createMetrics() {
@@ -6,6 +6,8 @@ export function createMetrics() {
   collectDefaultMetrics({ register: registry, prefix: 'sluice_process_' })
   return {
     registry,
+    /** Metrics kept on other threads of the process (the rule stage's), read when `/metrics` is asked. */
+    threads: new Set<() => Promise<MetricObjectWithValues<MetricValue<string>>[]>>(),
     ingestRecords: new Counter({
       name: 'sluice_ingest_records_total',
       help: 'Records received over HTTP, by object and outcome (accepted, duplicate, rejected, unavailable).',
@@ -46,3 +48,10 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>
+
+/** The Prometheus text of the process: its own registry and its threads'. */
+export async function metricsText(metrics: Metrics): Promise<string> {
+  if (metrics.threads.size === 0) return metrics.registry.metrics()
+  const parts = await Promise.all([metrics.registry.getMetricsAsJSON(), ...[...metrics.threads].map((read) => read())])
+  return AggregatorRegistry.aggregate(parts).metrics()
+}

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import type { Subscription } from '@nats-io/transport-node'
-import { loadDefaultRules, RuleStage } from '../rules/index.ts'
+import { loadDefaultRules, RuleStageThread } from '../rules/index.ts'
 import {
   AnalyticsStore,
   ApiKeyStore,
@@ -136,18 +136,20 @@ function filesRole(ctx: RuntimeContext): Role {
   return { name: 'files', start: () => files.start(), stop: () => files.stop() }
 }
 
-function rulesRole(ctx: RuntimeContext): Role {
-  const stage = new RuleStage({
-    nc: ctx.nats.nc,
-    js: ctx.js,
-    jsm: ctx.jsm,
-    registry: ctx.registry,
-    rules: ctx.rules,
-    metrics: ctx.metrics.registry,
-    log: ctx.log.child({ role: 'rules' }),
-    config: ctx.config.rules,
-  })
-  return { name: 'rules', start: () => stage.start(), stop: () => stage.stop() }
+function rulesRole(ctx: RuntimeContext, natsUrl: string): Role {
+  const thread = new RuleStageThread({ config: ctx.config, natsUrl, log: ctx.log.child({ role: 'rules' }) })
+  const readMetrics = () => thread.metrics()
+  return {
+    name: 'rules',
+    async start() {
+      await thread.start()
+      ctx.metrics.threads.add(readMetrics)
+    },
+    async stop() {
+      ctx.metrics.threads.delete(readMetrics)
+      await thread.stop()
+    },
+  }
 }
 
 function sinkRole(ctx: RuntimeContext): Role {
@@ -263,7 +265,7 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
       sink: () => sinkRole(ctx),
       ingress: () => ingressRole(ctx, (url) => (httpUrl = url)),
       batch: () => batchRole(ctx),
-      rules: () => rulesRole(ctx),
+      rules: () => rulesRole(ctx, natsUrl),
       files: () => filesRole(ctx),
     }
     // Sink first, so queries have an answerer by the time ingress takes requests.

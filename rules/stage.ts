@@ -204,7 +204,9 @@ export class RuleStage {
 
   /**
    * Stores a batch's decisions as one message (its id names the partition and record sequences, so a batch
-   * evaluated again adds no second copy) and, once JetStream has it, announces each decision on core NATS.
+   * evaluated again adds no second copy) and, once JetStream has it, announces each real-time record's decision
+   * on core NATS. A batch job's records are history: no one waits on their decisions one by one, a backfill of
+   * millions would flood live subscribers, and their time since receipt says nothing of the stage's latency.
    */
   #publishBatch(partition: number, batch: readonly Evaluated[]): Promise<void> {
     const first = batch[0].decision.record_seq
@@ -214,6 +216,7 @@ export class RuleStage {
       this.#failuresInARow = 0
       const now = Date.now()
       for (const { decision, json } of batch) {
+        if (decision.job_id !== undefined) continue
         this.#opts.nc.publish(SUBJECTS.decision(decision.object, decision.record_id), json)
         this.#metrics.latency.observe((now - Date.parse(decision.received_at)) / 1000)
       }

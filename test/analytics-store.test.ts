@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { DuckDBInstance } from '@duckdb/node-api'
 import t from 'tap'
 import { envelopeJson } from '../pipeline/index.ts'
-import { AnalyticsStore, type EnvelopeRow, type ObjectSchemaDoc, RECORDS_PER_MESSAGE, recordSeq } from '../storage/index.ts'
+import { AnalyticsStore, type Decision, type EnvelopeRow, type ObjectSchemaDoc, RECORDS_PER_MESSAGE, RuleOutcomeStore, recordSeq } from '../storage/index.ts'
 import { tempDir } from './helpers/sluice.ts'
 
 const schema = JSON.parse(readFileSync(new URL('../fixtures/schemas/activity.json', import.meta.url), 'utf8')) as ObjectSchemaDoc
@@ -88,4 +88,98 @@ t.test('a file written before records shared messages is renumbered once, old ro
     )
     store.close()
   }
+})
+
+t.test('decisions: each one, its hits and the per-rule counters stored once', async (t) => {
+  const analytics = await AnalyticsStore.open(join(tempDir(t), 'd.duckdb'))
+  const outcomes = await RuleOutcomeStore.open(analytics)
+  t.teardown(() => {
+    outcomes.close()
+    analytics.close()
+  })
+  const hit = (rule_id: string, mode: 'live' | 'shadow', features: Record<string, number>) => ({
+    rule_id,
+    rule_version: 2,
+    name: rule_id,
+    mode,
+    score: mode === 'live' ? 50 : 0,
+    severity: 'high',
+    tags: ['velocity'],
+    features,
+  })
+  const decision = (seq: number, over: Partial<Decision> = {}): Decision => ({
+    record_id: `r-${seq}`,
+    record_seq: seq,
+    object: 'transaction',
+    account_id: seq === 3 ? null : 'acc-1',
+    decision: 'approve',
+    score: 0,
+    tags: [],
+    fired: [],
+    shadow_hits: [],
+    errors: [],
+    stopped_by: null,
+    evaluations: [
+      { rule_id: 'burst', rule_version: 2, outcome: 'miss', micros: 3 },
+      { rule_id: 'new-device', rule_version: 1, outcome: 'miss', micros: 5 },
+    ],
+    rule_set_version: 7,
+    evaluate_rules: true,
+    record_time: '2026-01-01T10:00:00.123Z',
+    received_at: '2026-11-24T08:00:00.000Z',
+    evaluated_at: '2026-11-24T08:00:00.250Z',
+    ...over,
+  })
+  const flagged = decision(2, {
+    decision: 'review',
+    score: 50,
+    tags: ['velocity'],
+    fired: [hit('burst', 'live', { tx_10m: 6 })],
+    shadow_hits: [hit('new-device', 'shadow', { devices_1d: 3.5 })],
+    evaluations: [
+      { rule_id: 'burst', rule_version: 2, outcome: 'hit', micros: 9 },
+      { rule_id: 'new-device', rule_version: 1, outcome: 'shadow_hit', micros: 4 },
+    ],
+    job_id: 'job_1',
+  })
+  t.equal(await outcomes.append([decision(1), flagged, decision(3), decision(1)]), 3, 'a decision twice in one write is stored once')
+  t.equal(await outcomes.append([flagged, decision(4)]), 1, 'one stored before is not stored again')
+  t.equal(await outcomes.append([]), 0)
+
+  t.match(await outcomes.decision('r-2'), {
+    record_seq: 2,
+    account_id: 'acc-1',
+    decision: 'review',
+    score: 50,
+    tags: ['velocity'],
+    fired: ['burst'],
+    shadow_hits: ['new-device'],
+    stopped_by: null,
+    rule_set_version: 7,
+    record_time: '2026-01-01T10:00:00.123Z',
+    received_at: '2026-11-24T08:00:00.000Z',
+    latency_ms: 250,
+  })
+  t.match(await outcomes.decision('r-3'), { account_id: null, fired: [], shadow_hits: [] })
+  t.equal(await outcomes.jobEvaluatedCount('job_1'), 1)
+  const live = await outcomes.alerts({ limit: 10 })
+  t.same(
+    live.alerts.map((a) => [a.record_id, a.rule_id, a.mode, a.features]),
+    [['r-2', 'burst', 'live', { tx_10m: 6 }]],
+  )
+  const shadow = await outcomes.alerts({ limit: 10, mode: 'shadow' })
+  t.same(
+    shadow.alerts.map((a) => [a.rule_id, a.features]),
+    [['new-device', { devices_1d: 3.5 }]],
+  )
+  const stats = await outcomes.stats(Date.parse('2026-11-24T07:00:00Z'))
+  t.same(stats.decisions, { approve: 3, review: 1, block: 0 })
+  t.same(
+    stats.rules.map((r) => [r.rule_id, r.evaluations, r.hits, r.shadow_hits, r.errors, r.mean_micros, r.max_micros]),
+    [
+      ['burst', 4, 1, 0, 0, 4.5, 9],
+      ['new-device', 4, 0, 1, 0, 4.75, 5],
+    ],
+    'counters count each stored decision once',
+  )
 })

@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
+import { connect } from '@nats-io/transport-node'
 import t from 'tap'
 import { generateBatch } from '../fixtures/generator.ts'
 import { runCli } from './helpers/cli.ts'
@@ -121,7 +122,7 @@ t.test('batch uploads: formats, counts, error reports', async (t) => {
     const status = await finished(s, await jobIdOf(await upload(s, csv, 'text/csv', '?object=transaction&evaluate_rules=false')), 60_000)
     const n = rows.length
     t.match(status, { state: 'completed', counts: { total: n, accepted: n, rejected: 0, stored: n } })
-    const last = (await (await s.request('GET', `/records/transaction?transaction_id=${rows[n - 1].transaction_id}`)).json()) as {
+    const last = (await (await s.request('GET', `/records/transaction?transaction_id=${transactions[n - 1].transaction_id}`)).json()) as {
       records: { data: Record<string, unknown> }[]
     }
     t.match(last.records[0].data, { description: rows[n - 1].description, metadata: rows[n - 1].metadata }, 'quotes and line breaks kept exactly')
@@ -198,6 +199,24 @@ t.test('where no rule stage runs, a job completes once its records are stored', 
   const s = await startTestSluice(t, { natsUrl: nats.url, config: { roles: ['ingress', 'sink', 'batch'] } })
   const status = await finished(s, await jobIdOf(await upload(s, JSON.stringify(transactions.slice(0, 5)), 'application/json', '?object=transaction')))
   t.match(status, { state: 'completed', counts: { accepted: 5, stored: 5, evaluated: 0 } })
+})
+
+t.test("a job's records are decided and their decisions stored, not announced one by one as a real-time record's is", async (t) => {
+  const s = await startTestSluice(t)
+  const nc = await connect({ servers: s.sluice.natsUrl })
+  t.teardown(() => nc.close())
+  const announced: string[] = []
+  nc.subscribe('sluice.decisions.>', { callback: (_err, msg) => announced.push(msg.json<{ record_id: string }>().record_id) })
+  await nc.flush()
+  const status = await finished(s, await jobIdOf(await upload(s, JSON.stringify(transactions.slice(400, 420)), 'application/json', '?object=transaction')))
+  t.match(status, { state: 'completed', counts: { accepted: 20, evaluated: 20 } })
+  const live = (await (await s.request('POST', '/transaction', transactions[420])).json()) as { record_id: string }
+  await eventually(async () => (announced.includes(live.record_id) ? true : undefined))
+  t.same(announced, [live.record_id], "only the real-time record's decision went out on core NATS")
+  const stored = (await (await s.request('GET', '/records/transaction?limit=1&transaction_id=' + transactions[400].transaction_id)).json()) as {
+    records: { record_id: string }[]
+  }
+  t.equal((await s.request('GET', `/decisions/${stored.records[0].record_id}`)).status, 200, "a job record's decision is stored")
 })
 
 t.test('a backfill of a new field shows in the current view and keeps history', async (t) => {

@@ -8,7 +8,7 @@ import type { SluiceConfig } from '../config.ts'
 import { isSluiceError, SluiceError } from '../errors.ts'
 import type { AcceptOutcome, RecordIngestor } from '../ingest.ts'
 import type { Logger } from '../logger.ts'
-import type { Metrics } from '../metrics.ts'
+import { type Metrics, metricsText } from '../metrics.ts'
 import type { QueryClient } from '../query.ts'
 import { SUBJECTS } from '../streams.ts'
 import { installAuth } from './auth.ts'
@@ -160,7 +160,7 @@ export async function buildIngressApp(deps: IngressDeps): Promise<FastifyInstanc
   )
 
   app.get('/metrics', { config: { scope: 'read' }, schema: { tags: ['ops'] } }, async (_req, reply) => {
-    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
+    return reply.type(metrics.registry.contentType).send(await metricsText(metrics))
   })
 
   app.get('/openapi.json', { config: { scope: 'read' }, schema: { tags: ['ops'], hide: true } }, async () => app.swagger())
