@@ -1,12 +1,15 @@
 import { AggregatorRegistry, Counter, collectDefaultMetrics, Histogram, type MetricObjectWithValues, type MetricValue, Registry } from 'prom-client'
 
-/** Every Prometheus metric of one process; roles in the process share it, `/metrics` exposes it. */
-export function createMetrics() {
+/**
+ * The Prometheus metrics of one process, or of one of its role threads (which leave the process's own, CPU,
+ * memory and the like, to the main thread); roles share it, `/metrics` exposes it.
+ */
+export function createMetrics(opts: { processMetrics: boolean }) {
   const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'sluice_process_' })
+  if (opts.processMetrics) collectDefaultMetrics({ register: registry, prefix: 'sluice_process_' })
   return {
     registry,
-    /** Metrics kept on other threads of the process (the rule stage's), read when `/metrics` is asked. */
+    /** Metrics kept by the process's role threads, read when `/metrics` is asked. */
     threads: new Set<() => Promise<MetricObjectWithValues<MetricValue<string>>[]>>(),
     ingestRecords: new Counter({
       name: 'sluice_ingest_records_total',

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import type { Subscription } from '@nats-io/transport-node'
-import { loadDefaultRules, RuleStageThread } from '../rules/index.ts'
+import { loadDefaultRules, RuleStage } from '../rules/index.ts'
 import {
   AnalyticsStore,
   ApiKeyStore,
@@ -29,6 +29,7 @@ import { connectNats, type SluiceNats } from './nats-connection.ts'
 import { type EmbeddedNatsServer, startNatsServer } from './nats-server.ts'
 import { RecordPublisher } from './publisher.ts'
 import { QueryClient, serveQueries } from './query.ts'
+import { RoleThread } from './role-thread.ts'
 import { onSchemaChange, publishSchemaChange } from './schema-events.ts'
 import { AnalyticsSink } from './sink/analytics-sink.ts'
 import { RuleOutcomeSink } from './sink/rule-outcome-sink.ts'
@@ -46,7 +47,7 @@ export interface Role {
   stop(): Promise<void>
 }
 
-/** What every role of one process shares. */
+/** What every role of one process (or of one role thread) shares. */
 interface RuntimeContext {
   config: SluiceConfig
   log: Logger
@@ -136,20 +137,18 @@ function filesRole(ctx: RuntimeContext): Role {
   return { name: 'files', start: () => files.start(), stop: () => files.stop() }
 }
 
-function rulesRole(ctx: RuntimeContext, natsUrl: string): Role {
-  const thread = new RuleStageThread({ config: ctx.config, natsUrl, log: ctx.log.child({ role: 'rules' }) })
-  const readMetrics = () => thread.metrics()
-  return {
-    name: 'rules',
-    async start() {
-      await thread.start()
-      ctx.metrics.threads.add(readMetrics)
-    },
-    async stop() {
-      ctx.metrics.threads.delete(readMetrics)
-      await thread.stop()
-    },
-  }
+function rulesRole(ctx: RuntimeContext): Role {
+  const stage = new RuleStage({
+    nc: ctx.nats.nc,
+    js: ctx.js,
+    jsm: ctx.jsm,
+    registry: ctx.registry,
+    rules: ctx.rules,
+    metrics: ctx.metrics.registry,
+    log: ctx.log.child({ role: 'rules' }),
+    config: ctx.config.rules,
+  })
+  return { name: 'rules', start: () => stage.start(), stop: () => stage.stop() }
 }
 
 function sinkRole(ctx: RuntimeContext): Role {
@@ -203,6 +202,102 @@ function bootstrapAdminKey(ctx: RuntimeContext): string | undefined {
   return ctx.config.adminKey ? undefined : key
 }
 
+/** The roles' shared context, and how to close it. */
+type OpenContext = RuntimeContext & { close(): Promise<void> }
+
+/**
+ * Connects to NATS and opens what roles share. The process's main thread (`main`) also makes the topology and
+ * loads the default schemas and rules; a role thread finds them there.
+ */
+export async function openContext(config: SluiceConfig, natsUrl: string, log: Logger, opts: { main: boolean }): Promise<OpenContext> {
+  let nats: SluiceNats | undefined
+  let db: StateDb | undefined
+  let schemaWatch: Subscription | undefined
+  let publisher: RecordPublisher | undefined
+  const close = async () => {
+    schemaWatch?.unsubscribe()
+    publisher?.close()
+    await nats?.close()
+    db?.close()
+  }
+  try {
+    nats = await connectNats(natsUrl, log, opts.main ? 'sluice' : `sluice-${config.roles.join('-')}`)
+    const jsm = await jetstreamManager(nats.nc)
+    if (opts.main) await ensureTopology(jsm, config)
+    db = openStateDb(join(config.dataDir, 'state.db'))
+    const registry = new SchemaRegistry(db)
+    const rules = new RuleStore(db)
+    if (opts.main) {
+      registry.loadDefaults(DEFAULT_SCHEMAS_DIR)
+      loadDefaultRules(rules, { registry, retentionDays: config.streams.recordRetentionDays })
+    }
+    const js = jetstream(nats.nc)
+    publisher = new RecordPublisher(nats, jsm, { timeoutMs: config.http.publishTimeoutMs, retryAfterSeconds: config.http.retryAfterSeconds })
+    // A version made by another process or thread: drop the cached one, so the next record is judged by what is on file.
+    schemaWatch = onSchemaChange(nats.nc, log, (version) => void registry.refresh(version.object))
+    return {
+      config,
+      log,
+      nats,
+      js,
+      jsm,
+      db,
+      registry,
+      keys: new ApiKeyStore(db),
+      jobs: new BatchJobStore(db),
+      rules,
+      metrics: createMetrics({ processMetrics: opts.main }),
+      ingestor: new RecordIngestor({ registry, publisher, onSchemaChange: (version) => publishSchemaChange(js, version) }),
+      queries: new QueryClient(nats.nc, config.http.queryTimeoutMs),
+      close,
+    }
+  } catch (err) {
+    await close()
+    throw err
+  }
+}
+
+/** A role run in this thread. */
+export function inProcessRole(name: RoleName, ctx: RuntimeContext, onListen: (url: string) => void): Role {
+  switch (name) {
+    case 'sink':
+      return sinkRole(ctx)
+    case 'ingress':
+      return ingressRole(ctx, onListen)
+    case 'batch':
+      return batchRole(ctx)
+    case 'rules':
+      return rulesRole(ctx)
+    case 'files':
+      return filesRole(ctx)
+  }
+}
+
+/**
+ * Roles that get a worker thread of their own when `sluice serve` runs them beside others. The rule stage's
+ * evaluation of a batch job then takes the second core instead of the event loop the other roles share. The sink
+ * on a thread too was measured and left out: on two cores three busy threads were no faster, and its heap cost
+ * about 400 MB more at peak (README, Threads).
+ */
+const THREADED_ROLES: ReadonlySet<RoleName> = new Set(['rules'])
+
+/** A role on a worker thread of its own; `/metrics` reads the thread's metrics while it runs. */
+function threadRole(name: RoleName, ctx: RuntimeContext, natsUrl: string): Role {
+  const thread = new RoleThread({ role: name, config: ctx.config, natsUrl, log: ctx.log.child({ role: name }) })
+  const readMetrics = () => thread.metrics()
+  return {
+    name,
+    async start() {
+      await thread.start()
+      ctx.metrics.threads.add(readMetrics)
+    },
+    async stop() {
+      ctx.metrics.threads.delete(readMetrics)
+      await thread.stop()
+    },
+  }
+}
+
 /**
  * Starts the roles the config names, in one process: connects to NATS (spawning nats-server when no
  * NATS_URL is set), creates the topology, opens the state database, then starts each role.
@@ -216,65 +311,26 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
   }
   const natsUrl = config.natsUrl ?? (embedded as EmbeddedNatsServer).url
   const started: Role[] = []
-  let nats: SluiceNats | undefined
-  let db: StateDb | undefined
-  let schemaWatch: Subscription | undefined
-  let publisher: RecordPublisher | undefined
+  let ctx: OpenContext | undefined
   const stop = async () => {
     for (const role of started.reverse()) await role.stop().catch((err) => log.error({ err, role: role.name }, 'role failed to stop'))
-    schemaWatch?.unsubscribe()
-    publisher?.close()
-    await nats?.close()
-    db?.close()
+    await ctx?.close()
     if (embedded) rmSync(join(config.dataDir, EMBEDDED_NATS_URL_FILE), { force: true })
     await embedded?.stop()
   }
   try {
-    nats = await connectNats(natsUrl, log)
-    const jsm = await jetstreamManager(nats.nc)
-    await ensureTopology(jsm, config)
-    db = openStateDb(join(config.dataDir, 'state.db'))
-    const registry = new SchemaRegistry(db)
-    registry.loadDefaults(DEFAULT_SCHEMAS_DIR)
-    const rules = new RuleStore(db)
-    loadDefaultRules(rules, { registry, retentionDays: config.streams.recordRetentionDays })
+    ctx = await openContext(config, natsUrl, log, { main: true })
     if (embedded) writeFileSync(join(config.dataDir, EMBEDDED_NATS_URL_FILE), embedded.url)
-    const js = jetstream(nats.nc)
-    publisher = new RecordPublisher(nats, jsm, { timeoutMs: config.http.publishTimeoutMs, retryAfterSeconds: config.http.retryAfterSeconds })
-    const ingestor = new RecordIngestor({ registry, publisher, onSchemaChange: (version) => publishSchemaChange(js, version) })
-    const ctx: RuntimeContext = {
-      config,
-      log,
-      nats,
-      js,
-      jsm,
-      db,
-      registry,
-      keys: new ApiKeyStore(db),
-      jobs: new BatchJobStore(db),
-      rules,
-      metrics: createMetrics(),
-      ingestor,
-      queries: new QueryClient(nats.nc, config.http.queryTimeoutMs),
-    }
     const generatedAdminKey = bootstrapAdminKey(ctx)
-    // A version made by another process: drop the cached one, so the next record is judged by what is on file.
-    schemaWatch = onSchemaChange(nats.nc, log, (version) => void registry.refresh(version.object))
     let httpUrl: string | undefined
-    const factories: Record<RoleName, () => Role> = {
-      sink: () => sinkRole(ctx),
-      ingress: () => ingressRole(ctx, (url) => (httpUrl = url)),
-      batch: () => batchRole(ctx),
-      rules: () => rulesRole(ctx, natsUrl),
-      files: () => filesRole(ctx),
-    }
+    const threaded = config.roles.length > 1
     // Sink first, so queries have an answerer by the time ingress takes requests.
     for (const name of ['sink', 'batch', 'rules', 'files', 'ingress'] as const) {
       if (!config.roles.includes(name)) continue
-      const role = factories[name]()
+      const role = threaded && THREADED_ROLES.has(name) ? threadRole(name, ctx, natsUrl) : inProcessRole(name, ctx, (url) => (httpUrl = url))
       await role.start()
       started.push(role)
-      log.info({ role: name }, 'role started')
+      log.info({ role: name, thread: threaded && THREADED_ROLES.has(name) }, 'role started')
     }
     return { config, natsUrl, httpUrl, generatedAdminKey, stop }
   } catch (err) {

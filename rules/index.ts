@@ -6,5 +6,4 @@ export { type ReplayOptions, type ReplayReport, rebuildAnalytics, replayRules } 
 export { type CompiledRuleSet, compileStoredRuleSet, type SchemaLookup, validateRuleSet } from './rule-set.ts'
 export { alertsOf, evaluateRecords, type PlainRecord, RuleState, recordTime, type StageRecord, type StateOptions } from './rule-state.ts'
 export { RuleStage, type RuleStageOptions } from './stage.ts'
-export { RuleStageThread } from './stage-thread.ts'
 export type { StreamPosition } from './stream-reader.ts'

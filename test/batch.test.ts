@@ -206,7 +206,7 @@ t.test("a job's records are decided and their decisions stored, not announced on
   const nc = await connect({ servers: s.sluice.natsUrl })
   t.teardown(() => nc.close())
   const announced: string[] = []
-  nc.subscribe('sluice.decisions.>', { callback: (_err, msg) => announced.push(msg.json<{ record_id: string }>().record_id) })
+  nc.subscribe('sluice.decisions.>', { callback: (_err, msg) => void announced.push(msg.json<{ record_id: string }>().record_id) })
   await nc.flush()
   const status = await finished(s, await jobIdOf(await upload(s, JSON.stringify(transactions.slice(400, 420)), 'application/json', '?object=transaction')))
   t.match(status, { state: 'completed', counts: { accepted: 20, evaluated: 20 } })
