@@ -144,6 +144,10 @@ const TABLES = [
      record_time TIMESTAMP NOT NULL, received_at TIMESTAMP NOT NULL, evaluated_at TIMESTAMP NOT NULL, job_id VARCHAR)`,
   // Added after the first release: a file made before has no such column yet.
   'ALTER TABLE rule_decisions ADD COLUMN IF NOT EXISTS job_id VARCHAR',
+  // Most decisions have no tags and no hits: the appender writes the default for those, where a list value costs
+  // a native type and value made per row (for files made before, the defaults are set here).
+  'ALTER TABLE rule_decisions ALTER COLUMN tags SET DEFAULT []',
+  'ALTER TABLE rule_decisions ALTER COLUMN fired SET DEFAULT []',
   `CREATE TABLE IF NOT EXISTS rule_alerts (
      _seq BIGINT NOT NULL, record_id VARCHAR NOT NULL, record_seq BIGINT NOT NULL, object VARCHAR NOT NULL, account_id VARCHAR,
      rule_id VARCHAR NOT NULL, rule_version INTEGER NOT NULL, mode VARCHAR NOT NULL, score DOUBLE NOT NULL, severity VARCHAR NOT NULL,
@@ -171,17 +175,32 @@ interface CounterRow {
   micros_max: number
 }
 
-/** Adds up one batch's evaluations per minute and rule version, the grain rule_counters keeps. */
+/**
+ * Adds up one batch's evaluations per minute and rule version, the grain rule_counters keeps. Rows are found
+ * through maps by minute and rule id rather than a key string made per evaluation (eleven a decision).
+ */
 function countersOf(decisions: Decision[]): CounterRow[] {
-  const rows = new Map<string, CounterRow>()
+  const rows: CounterRow[] = []
+  const byMinute = new Map<number, Map<string, CounterRow[]>>()
+  let evaluatedAt: string | undefined
+  let minute = 0
+  let byRule = new Map<string, CounterRow[]>()
   for (const d of decisions) {
-    const minute = Math.floor(Date.parse(d.evaluated_at) / MINUTE_MS) * MINUTE_MS
+    // Decisions made together share their time: parse it once.
+    if (d.evaluated_at !== evaluatedAt) {
+      evaluatedAt = d.evaluated_at
+      minute = Math.floor(Date.parse(evaluatedAt) / MINUTE_MS) * MINUTE_MS
+      byRule = byMinute.get(minute) ?? new Map()
+      byMinute.set(minute, byRule)
+    }
     for (const e of d.evaluations) {
-      const key = `${minute}|${e.rule_id}|${e.rule_version}`
-      let row = rows.get(key)
+      let versions = byRule.get(e.rule_id)
+      if (!versions) byRule.set(e.rule_id, (versions = []))
+      let row = versions.find((r) => r.rule_version === e.rule_version)
       if (!row) {
         row = { minute, rule_id: e.rule_id, rule_version: e.rule_version, evaluations: 0, hits: 0, shadow_hits: 0, errors: 0, micros_total: 0, micros_max: 0 }
-        rows.set(key, row)
+        versions.push(row)
+        rows.push(row)
       }
       row.evaluations++
       if (e.outcome === 'hit') row.hits++
@@ -191,7 +210,13 @@ function countersOf(decisions: Decision[]): CounterRow[] {
       row.micros_max = Math.max(row.micros_max, e.micros)
     }
   }
-  return [...rows.values()]
+  return rows
+}
+
+/** A VARCHAR[] value; an empty one as the column's default (`[]`). */
+function appendStrings(appender: DuckDBAppender, values: string[]): void {
+  if (values.length === 0) appender.appendDefault()
+  else appender.appendList(values, STRING_LIST)
 }
 
 function appendNullable(appender: DuckDBAppender, value: string | null): void {
@@ -283,10 +308,10 @@ export class RuleOutcomeStore {
         appendRecordColumns(appender, seq, d)
         appender.appendVarchar(d.decision)
         appender.appendDouble(d.score)
-        appender.appendList(d.tags, STRING_LIST)
-        appender.appendList(
+        appendStrings(appender, d.tags)
+        appendStrings(
+          appender,
           d.fired.map((h) => h.rule_id),
-          STRING_LIST,
         )
         appendNullable(appender, d.stopped_by)
         appender.appendInteger(d.rule_set_version)
