@@ -18,6 +18,12 @@ export const STREAMS = {
   replay: { name: 'SLUICE_REPLAY', subjects: ['replay.>'] },
 } as const
 
+/** Headers of a SLUICE_DECISIONS message beside its JSON array of decisions. */
+export const DECISION_BATCH_HEADERS = {
+  /** A batch job's decisions leave out their evaluations: their per-rule counts, as JSON RuleCounterRow[]. */
+  counters: 'Sluice-Rule-Counters',
+} as const
+
 export const SUBJECTS = {
   /**
    * Where an accepted record of `object` is published: `sluice.records.<object>.<partition>`. The partition

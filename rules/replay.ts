@@ -1,9 +1,11 @@
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream'
 import { type RecordMessage, readRecordMessage } from '../pipeline/envelope.ts'
+import { readDecisionBatch } from '../pipeline/sink/rule-outcome-sink.ts'
 import { RECORD_PARTITIONS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
 import {
   type AnalyticsStore,
   type Decision,
+  type DecisionBatch,
   type DecisionName,
   type EnvelopeRow,
   type RuleOutcomeStore,
@@ -236,18 +238,22 @@ export async function rebuildAnalytics(
   })
   await flushRecords()
   let decisions = 0
-  let batch: Decision[] = []
+  let batches: DecisionBatch[] = []
+  let batchDecisions = 0
   await readStream(js, {
     stream: STREAMS.decisions.name,
     filter: STREAMS.decisions.subjects[0],
     from: 'first',
     onMessage: async (msg) => {
-      batch.push(...msg.json<Decision[]>())
-      if (batch.length < opts.batchSize) return
-      decisions += await opts.outcomes.append(batch)
-      batch = []
+      const batch = readDecisionBatch(msg)
+      batches.push(batch)
+      batchDecisions += batch.decisions.length
+      if (batchDecisions < opts.batchSize) return
+      decisions += await opts.outcomes.append(batches)
+      batches = []
+      batchDecisions = 0
     },
   })
-  decisions += await opts.outcomes.append(batch)
+  decisions += await opts.outcomes.append(batches)
   return { records, decisions }
 }

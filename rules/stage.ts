@@ -1,13 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { AckPolicy, type Consumer, type ConsumerMessages, DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream'
-import { headers, type NatsConnection, nanos, type Subscription } from '@nats-io/transport-node'
+import { headers, type MsgHdrs, type NatsConnection, nanos, type Subscription } from '@nats-io/transport-node'
 import { Counter, Histogram, type Registry } from 'prom-client'
 import type { SluiceConfig } from '../pipeline/config.ts'
 import type { Logger } from '../pipeline/logger.ts'
 import { StreamPublisher } from '../pipeline/stream-publisher.ts'
-import { RULE_CONSUMERS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
+import { DECISION_BATCH_HEADERS, RULE_CONSUMERS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
 import { ensureConsumer } from '../pipeline/topology.ts'
-import type { Decision, RuleStore, SchemaRegistry } from '../storage/index.ts'
+import { CounterTally, type Decision, type RuleStore, type SchemaRegistry } from '../storage/index.ts'
 import { type CompiledRuleSet, compileStoredRuleSet } from './rule-set.ts'
 import { alertsOf, RuleState } from './rule-state.ts'
 import { rebuildState, stageRecordsOf } from './stream-reader.ts'
@@ -198,7 +198,7 @@ export class RuleStage {
     return items.map((item) => {
       const [decision] = state.evaluate([this.#ruleSet], item)
       const alerts = alertsOf(decision).map((alert) => this.#publish(SUBJECTS.alert(alert.object, alert.rule_id), JSON.stringify(alert), alert.alert_id))
-      return { decision, json: JSON.stringify(decision), alerts }
+      return { decision, json: decisionJson(decision), alerts }
     })
   }
 
@@ -211,7 +211,13 @@ export class RuleStage {
   #publishBatch(partition: number, batch: readonly Evaluated[]): Promise<void> {
     const first = batch[0].decision.record_seq
     const last = batch[batch.length - 1].decision.record_seq
-    const stored = this.#publish(SUBJECTS.decisionBatch(partition), `[${batch.map((e) => e.json).join(',')}]`, `${partition}:${first}-${last}`)
+    const h = outcomeHeaders(`${partition}:${first}-${last}`)
+    if (batch[0].decision.job_id !== undefined) {
+      const tally = new CounterTally()
+      for (const { decision } of batch) tally.addDecision(decision)
+      h.set(DECISION_BATCH_HEADERS.counters, JSON.stringify(tally.rows()))
+    }
+    const stored = this.#outcomes.publish(SUBJECTS.decisionBatch(partition), Buffer.from(`[${batch.map((e) => e.json).join(',')}]`), h)
     return Promise.all([stored, ...batch.flatMap((e) => e.alerts)]).then(() => {
       this.#failuresInARow = 0
       const now = Date.now()
@@ -226,9 +232,7 @@ export class RuleStage {
 
   /** Publishes an outcome with its id as the JetStream message id, so a re-evaluated record adds no second copy. */
   #publish(subject: string, json: string, id: string): Promise<unknown> {
-    const h = headers()
-    h.set('Nats-Msg-Id', id)
-    return this.#outcomes.publish(subject, Buffer.from(json), h)
+    return this.#outcomes.publish(subject, Buffer.from(json), outcomeHeaders(id))
   }
 
   /** Counts a batch's decisions and evaluations: one metric update per label set, not one per record. */
@@ -241,7 +245,7 @@ export class RuleStage {
       const counted = records.get(recordKey)
       if (counted) counted.n++
       else records.set(recordKey, { object: decision.object, decision: decision.decision, n: 1 })
-      for (const e of decision.evaluations) {
+      for (const e of decision.evaluations ?? []) {
         const key = `${e.rule_id}\u0000${e.outcome}`
         const evaluated = evaluations.get(key)
         if (evaluated) evaluated.n++
@@ -295,6 +299,23 @@ export class RuleStage {
       }
     })
   }
+}
+
+function outcomeHeaders(id: string): MsgHdrs {
+  const h = headers()
+  h.set('Nats-Msg-Id', id)
+  return h
+}
+
+/**
+ * A decision as SLUICE_DECISIONS stores it. A batch job's leaves out its evaluations, whose counts its batch
+ * carries: they were most of its bytes, and made storing a million-record job's decisions cost more than
+ * deciding them (docs/performance.md).
+ */
+function decisionJson(decision: Decision): string {
+  if (decision.job_id === undefined) return JSON.stringify(decision)
+  const { evaluations: _counted, ...stored } = decision
+  return JSON.stringify(stored)
 }
 
 /** One record's outcome before it is stored: its decision (and that as JSON), and its alerts being published. */
@@ -379,6 +400,10 @@ class PartitionRunner {
         continue
       }
       this.#unsettled += evaluated.length
+      if (evaluated[0].decision.job_id !== undefined) {
+        this.#closeJobMessage(msg, evaluated)
+        continue
+      }
       for (const [i, e] of evaluated.entries()) {
         if (!this.#open) {
           this.#open = { evaluated: [], messages: [] }
@@ -391,6 +416,19 @@ class PartitionRunner {
       }
     }
     this.#close()
+  }
+
+  /**
+   * A batch job's message: its decisions go out in batches of their own, MAX_BATCH_DECISIONS of its records
+   * each, so that evaluating the message again makes the same batches, stored (with their counts) once.
+   */
+  #closeJobMessage(msg: JsMsg, evaluated: Evaluated[]): void {
+    this.#close()
+    for (let from = 0; from < evaluated.length; from += MAX_BATCH_DECISIONS) {
+      const to = from + MAX_BATCH_DECISIONS
+      this.#open = { evaluated: evaluated.slice(from, to), messages: to >= evaluated.length ? [msg] : [] }
+      this.#close()
+    }
   }
 
   /** Sends the open batch on its way; it is acked after every earlier batch. */

@@ -49,6 +49,7 @@ export interface Decision {
   errors: RuleFailure[]
   /** The `stop` rule that ended evaluation, if one did. */
   stopped_by: string | null
+  /** Every rule run on the record, with its outcome and time (not in the stored copy of a batch job's decision: DecisionBatch). */
   evaluations: RuleEvaluation[]
   rule_set_version: number
   /** false for a historical backfill: the outcome is recorded, no alert is raised. */
@@ -145,9 +146,10 @@ const TABLES = [
   // Added after the first release: a file made before has no such column yet.
   'ALTER TABLE rule_decisions ADD COLUMN IF NOT EXISTS job_id VARCHAR',
   // Most decisions have no tags and no hits: the appender writes the default for those, where a list value costs
-  // a native type and value made per row (for files made before, the defaults are set here).
-  'ALTER TABLE rule_decisions ALTER COLUMN tags SET DEFAULT []',
-  'ALTER TABLE rule_decisions ALTER COLUMN fired SET DEFAULT []',
+  // a native type and value made per row (for files made before, the defaults are set here). A cast, not `[]`:
+  // DuckDB cannot replay an ALTER to a list literal from its WAL, and the file would not open after a crash.
+  "ALTER TABLE rule_decisions ALTER COLUMN tags SET DEFAULT CAST('[]' AS VARCHAR[])",
+  "ALTER TABLE rule_decisions ALTER COLUMN fired SET DEFAULT CAST('[]' AS VARCHAR[])",
   `CREATE TABLE IF NOT EXISTS rule_alerts (
      _seq BIGINT NOT NULL, record_id VARCHAR NOT NULL, record_seq BIGINT NOT NULL, object VARCHAR NOT NULL, account_id VARCHAR,
      rule_id VARCHAR NOT NULL, rule_version INTEGER NOT NULL, mode VARCHAR NOT NULL, score DOUBLE NOT NULL, severity VARCHAR NOT NULL,
@@ -163,7 +165,9 @@ const STRING_LIST = LIST(VARCHAR)
 const tsValue = (iso: string) => new DuckDBTimestampValue(BigInt(Date.parse(iso)) * 1000n)
 const MINUTE_MS = 60_000
 
-interface CounterRow {
+/** One rule version's counts over one minute: a row of rule_counters. */
+export interface RuleCounterRow {
+  /** The minute's start, epoch ms. */
   minute: number
   rule_id: string
   rule_version: number
@@ -176,32 +180,24 @@ interface CounterRow {
 }
 
 /**
- * Adds up one batch's evaluations per minute and rule version, the grain rule_counters keeps. Rows are found
- * through maps by minute and rule id rather than a key string made per evaluation (eleven a decision).
+ * Adds up evaluations per minute and rule version, the grain rule_counters keeps. Rows are found through maps
+ * by minute and rule id rather than a key string made per evaluation (eleven a decision).
  */
-function countersOf(decisions: Decision[]): CounterRow[] {
-  const rows: CounterRow[] = []
-  const byMinute = new Map<number, Map<string, CounterRow[]>>()
-  let evaluatedAt: string | undefined
-  let minute = 0
-  let byRule = new Map<string, CounterRow[]>()
-  for (const d of decisions) {
+export class CounterTally {
+  readonly #rows: RuleCounterRow[] = []
+  readonly #byMinute = new Map<number, Map<string, RuleCounterRow[]>>()
+  #evaluatedAt?: string
+  #minute = 0
+
+  addDecision(d: DecisionAsStored): void {
+    if (!d.evaluations) return
     // Decisions made together share their time: parse it once.
-    if (d.evaluated_at !== evaluatedAt) {
-      evaluatedAt = d.evaluated_at
-      minute = Math.floor(Date.parse(evaluatedAt) / MINUTE_MS) * MINUTE_MS
-      byRule = byMinute.get(minute) ?? new Map()
-      byMinute.set(minute, byRule)
+    if (d.evaluated_at !== this.#evaluatedAt) {
+      this.#evaluatedAt = d.evaluated_at
+      this.#minute = Math.floor(Date.parse(d.evaluated_at) / MINUTE_MS) * MINUTE_MS
     }
     for (const e of d.evaluations) {
-      let versions = byRule.get(e.rule_id)
-      if (!versions) byRule.set(e.rule_id, (versions = []))
-      let row = versions.find((r) => r.rule_version === e.rule_version)
-      if (!row) {
-        row = { minute, rule_id: e.rule_id, rule_version: e.rule_version, evaluations: 0, hits: 0, shadow_hits: 0, errors: 0, micros_total: 0, micros_max: 0 }
-        versions.push(row)
-        rows.push(row)
-      }
+      const row = this.#row(this.#minute, e.rule_id, e.rule_version)
       row.evaluations++
       if (e.outcome === 'hit') row.hits++
       else if (e.outcome === 'shadow_hit') row.shadow_hits++
@@ -210,7 +206,47 @@ function countersOf(decisions: Decision[]): CounterRow[] {
       row.micros_max = Math.max(row.micros_max, e.micros)
     }
   }
-  return rows
+
+  addRow(r: RuleCounterRow): void {
+    const row = this.#row(r.minute, r.rule_id, r.rule_version)
+    row.evaluations += r.evaluations
+    row.hits += r.hits
+    row.shadow_hits += r.shadow_hits
+    row.errors += r.errors
+    row.micros_total += r.micros_total
+    row.micros_max = Math.max(row.micros_max, r.micros_max)
+  }
+
+  rows(): RuleCounterRow[] {
+    return this.#rows
+  }
+
+  #row(minute: number, ruleId: string, ruleVersion: number): RuleCounterRow {
+    let byRule = this.#byMinute.get(minute)
+    if (!byRule) this.#byMinute.set(minute, (byRule = new Map()))
+    let versions = byRule.get(ruleId)
+    if (!versions) byRule.set(ruleId, (versions = []))
+    let row = versions.find((r) => r.rule_version === ruleVersion)
+    if (!row) {
+      row = { minute, rule_id: ruleId, rule_version: ruleVersion, evaluations: 0, hits: 0, shadow_hits: 0, errors: 0, micros_total: 0, micros_max: 0 }
+      versions.push(row)
+      this.#rows.push(row)
+    }
+    return row
+  }
+}
+
+/** A decision as SLUICE_DECISIONS holds it: a batch job's leaves out its evaluations. */
+export type DecisionAsStored = Omit<Decision, 'evaluations'> & Partial<Pick<Decision, 'evaluations'>>
+
+/** The decisions of one SLUICE_DECISIONS message. */
+export interface DecisionBatch {
+  decisions: DecisionAsStored[]
+  /**
+   * The counts of a batch whose decisions carry no `evaluations` (a batch job's). Such a batch always holds the
+   * same records (docs/rules.md), so it is either new as a whole or stored before, and its counts go in once.
+   */
+  counters?: RuleCounterRow[]
 }
 
 /** A VARCHAR[] value; an empty one as the column's default (`[]`). */
@@ -225,7 +261,7 @@ function appendNullable(appender: DuckDBAppender, value: string | null): void {
 }
 
 /** The columns both rule_decisions and rule_alerts start with: which decision, on which record. */
-function appendRecordColumns(appender: DuckDBAppender, seq: number, d: Decision): void {
+function appendRecordColumns(appender: DuckDBAppender, seq: number, d: DecisionAsStored): void {
   appender.appendBigInt(BigInt(seq))
   appender.appendVarchar(d.record_id)
   appender.appendBigInt(BigInt(d.record_seq))
@@ -266,23 +302,36 @@ export class RuleOutcomeStore {
   }
 
   /**
-   * Stores a batch of decisions; returns how many were new. A record has one decision, so its sequence in
+   * Stores the decisions of some decision batches; returns how many were new. A record has one decision, so its sequence in
    * SLUICE_RECORDS is the rows' `_seq`: what recognises a decision stored before and orders them.
    */
-  async append(decisions: Decision[]): Promise<number> {
-    if (decisions.length === 0) return 0
-    const batch = decisions.map((decision) => ({ seq: decision.record_seq, decision }))
-    const seqs = batch.map((b) => b.seq)
+  async append(batches: readonly DecisionBatch[]): Promise<number> {
+    const seqs = batches.flatMap((b) => b.decisions.map((d) => d.record_seq))
+    if (seqs.length === 0) return 0
     const seen = await this.#write.runAndReadAll('SELECT _seq FROM rule_decisions WHERE _seq BETWEEN ? AND ?', [Math.min(...seqs), Math.max(...seqs)])
     const stored = new Set((seen.getColumnsJS()[0] ?? []).map(Number))
-    // A record evaluated again (after a rule stage restart) can come twice in one batch: keep the first.
-    const fresh = batch.filter((b) => !stored.has(b.seq) && Boolean(stored.add(b.seq)))
+    const fresh: { seq: number; decision: DecisionAsStored }[] = []
+    const tally = new CounterTally()
+    for (const batch of batches) {
+      let batchIsNew = true
+      for (const decision of batch.decisions) {
+        // A record evaluated again (after a rule stage restart) can come twice in one write: keep the first.
+        if (stored.has(decision.record_seq)) {
+          batchIsNew = false
+          continue
+        }
+        stored.add(decision.record_seq)
+        fresh.push({ seq: decision.record_seq, decision })
+        tally.addDecision(decision)
+      }
+      if (batchIsNew) for (const row of batch.counters ?? []) tally.addRow(row)
+    }
     if (fresh.length === 0) return 0
     await this.#write.run('BEGIN TRANSACTION')
     try {
       await this.#appendDecisions(fresh)
       await this.#appendAlerts(fresh)
-      await this.#addCounters(countersOf(fresh.map((b) => b.decision)))
+      await this.#addCounters(tally.rows())
       await this.#write.run('COMMIT')
     } catch (err) {
       await this.#write.run('ROLLBACK')
@@ -302,7 +351,7 @@ export class RuleOutcomeStore {
     }
   }
 
-  #appendDecisions(batch: { seq: number; decision: Decision }[]): Promise<void> {
+  #appendDecisions(batch: { seq: number; decision: DecisionAsStored }[]): Promise<void> {
     return this.#append('rule_decisions', (appender) => {
       for (const { seq, decision: d } of batch) {
         appendRecordColumns(appender, seq, d)
@@ -325,7 +374,7 @@ export class RuleOutcomeStore {
     })
   }
 
-  #appendAlerts(batch: { seq: number; decision: Decision }[]): Promise<void> {
+  #appendAlerts(batch: { seq: number; decision: DecisionAsStored }[]): Promise<void> {
     return this.#append('rule_alerts', (appender) => {
       for (const { seq, decision: d } of batch) {
         for (const hit of [...d.fired, ...d.shadow_hits]) {
@@ -346,7 +395,7 @@ export class RuleOutcomeStore {
     })
   }
 
-  async #addCounters(rows: CounterRow[]): Promise<void> {
+  async #addCounters(rows: RuleCounterRow[]): Promise<void> {
     if (rows.length === 0) return
     const params = rows.flatMap((r) => [
       new DuckDBTimestampValue(BigInt(r.minute) * 1000n),

@@ -1,9 +1,20 @@
+import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DuckDBInstance } from '@duckdb/node-api'
 import t from 'tap'
 import { envelopeJson } from '../pipeline/index.ts'
-import { AnalyticsStore, type Decision, type EnvelopeRow, type ObjectSchemaDoc, RECORDS_PER_MESSAGE, RuleOutcomeStore, recordSeq } from '../storage/index.ts'
+import {
+  AnalyticsStore,
+  type Decision,
+  type DecisionAsStored,
+  type EnvelopeRow,
+  type ObjectSchemaDoc,
+  RECORDS_PER_MESSAGE,
+  type RuleCounterRow,
+  RuleOutcomeStore,
+  recordSeq,
+} from '../storage/index.ts'
 import { tempDir } from './helpers/sluice.ts'
 
 const schema = JSON.parse(readFileSync(new URL('../fixtures/schemas/activity.json', import.meta.url), 'utf8')) as ObjectSchemaDoc
@@ -142,8 +153,12 @@ t.test('decisions: each one, its hits and the per-rule counters stored once', as
     ],
     job_id: 'job_1',
   })
-  t.equal(await outcomes.append([decision(1), flagged, decision(3), decision(1)]), 3, 'a decision twice in one write is stored once')
-  t.equal(await outcomes.append([flagged, decision(4)]), 1, 'one stored before is not stored again')
+  t.equal(
+    await outcomes.append([{ decisions: [decision(1), flagged] }, { decisions: [decision(3), decision(1)] }]),
+    3,
+    'a decision twice in one write is stored once',
+  )
+  t.equal(await outcomes.append([{ decisions: [flagged, decision(4)] }]), 1, 'one stored before is not stored again')
   t.equal(await outcomes.append([]), 0)
 
   t.match(await outcomes.decision('r-2'), {
@@ -182,4 +197,64 @@ t.test('decisions: each one, its hits and the per-rule counters stored once', as
     ],
     'counters count each stored decision once',
   )
+})
+
+t.test("a batch job's decisions come without evaluations: their batch's counts are stored once with them", async (t) => {
+  const analytics = await AnalyticsStore.open(join(tempDir(t), 'j.duckdb'))
+  const outcomes = await RuleOutcomeStore.open(analytics)
+  t.teardown(() => {
+    outcomes.close()
+    analytics.close()
+  })
+  const minute = Date.parse('2026-11-24T08:00:00Z')
+  const decision = (seq: number): DecisionAsStored => ({
+    record_id: `j-${seq}`,
+    record_seq: seq,
+    object: 'transaction',
+    account_id: 'acc-1',
+    decision: 'approve',
+    score: 0,
+    tags: [],
+    fired: [],
+    shadow_hits: [],
+    errors: [],
+    stopped_by: null,
+    rule_set_version: 1,
+    evaluate_rules: false,
+    job_id: 'job_hist',
+    record_time: '2025-01-01T00:00:00.000Z',
+    received_at: '2026-11-24T08:00:00.000Z',
+    evaluated_at: '2026-11-24T08:00:01.000Z',
+  })
+  const counters = (n: number): RuleCounterRow[] => [
+    { minute, rule_id: 'burst', rule_version: 1, evaluations: n, hits: 0, shadow_hits: 0, errors: 0, micros_total: 2 * n, micros_max: 4 },
+  ]
+  const first = { decisions: [decision(1024), decision(1025)], counters: counters(2) }
+  const second = { decisions: [decision(2048)], counters: counters(1) }
+  t.equal(await outcomes.append([first, second, first]), 3, 'a batch delivered twice in one write is stored once')
+  t.equal(await outcomes.append([second]), 0, 'and once across writes')
+  t.equal(await outcomes.jobEvaluatedCount('job_hist'), 3)
+  const stats = await outcomes.stats(minute)
+  t.same(
+    stats.rules.map((r) => [r.rule_id, r.evaluations, r.mean_micros, r.max_micros]),
+    [['burst', 3, 2, 4]],
+    "each batch's counts once",
+  )
+})
+
+t.test('a decisions file opens again after the process that opened it was killed', async (t) => {
+  const path = join(tempDir(t), 'k.duckdb')
+  // Opening the store alters its tables; killed before any checkpoint, those changes are only in the WAL.
+  const opener = `import { AnalyticsStore, RuleOutcomeStore } from ${JSON.stringify(new URL('../storage/index.ts', import.meta.url).href)}
+    await RuleOutcomeStore.open(await AnalyticsStore.open(${JSON.stringify(path)}))
+    process.kill(process.pid, 'SIGKILL')`
+  const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', opener], { encoding: 'utf8' })
+  t.equal(child.signal, 'SIGKILL', child.stderr)
+  const analytics = await AnalyticsStore.open(path)
+  const outcomes = await RuleOutcomeStore.open(analytics)
+  t.teardown(() => {
+    outcomes.close()
+    analytics.close()
+  })
+  t.same((await outcomes.stats(0)).decisions, { approve: 0, review: 0, block: 0 }, 'it opens, empty')
 })

@@ -217,6 +217,19 @@ t.test("a job's records are decided and their decisions stored, not announced on
     records: { record_id: string }[]
   }
   t.equal((await s.request('GET', `/decisions/${stored.records[0].record_id}`)).status, 200, "a job record's decision is stored")
+  // A job's stored decisions leave their evaluations out and their batches carry the counts: the dashboard's
+  // per-rule counts still match what the stage evaluated, each evaluation once.
+  const evaluatedByStage = async () => {
+    const metrics = await (await s.request('GET', '/metrics')).text()
+    return [...metrics.matchAll(/^sluice_rule_evaluations_total\{[^}]*\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0)
+  }
+  const countedForDashboard = async () => {
+    const stats = (await (await s.request('GET', '/rules/stats')).json()) as { rules: { evaluations: number }[] }
+    return stats.rules.reduce((sum, r) => sum + r.evaluations, 0)
+  }
+  const expected = await evaluatedByStage()
+  t.ok(expected >= 21, `the stage evaluated rules on all 21 records (${expected} evaluations)`)
+  t.equal(await eventually(async () => ((await countedForDashboard()) === expected ? expected : undefined)), expected, 'GET /rules/stats counts the same')
 })
 
 t.test('a backfill of a new field shows in the current view and keeps history', async (t) => {

@@ -1,7 +1,8 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream'
-import type { Decision, RuleOutcomeStore } from '../../storage/index.ts'
+import type { MsgHdrs } from '@nats-io/transport-node'
+import type { DecisionAsStored, DecisionBatch, RuleCounterRow, RuleOutcomeStore } from '../../storage/index.ts'
 import type { Logger } from '../logger.ts'
-import { CONSUMERS } from '../streams.ts'
+import { CONSUMERS, DECISION_BATCH_HEADERS } from '../streams.ts'
 import { writeUntilStored } from './write-retry.ts'
 
 export interface RuleOutcomeSinkOptions {
@@ -26,8 +27,9 @@ export class RuleOutcomeSink {
   readonly #stopped = new AbortController()
   #messages?: ConsumerMessages
   #loop?: Promise<void>
-  #decisions: Decision[] = []
-  /** The last message whose decisions are in #decisions: acking it acks the write (ack policy all). */
+  #batches: DecisionBatch[] = []
+  #decisionCount = 0
+  /** The last message whose decisions are in #batches: acking it acks the write (ack policy all). */
   #last?: JsMsg
   #timer?: NodeJS.Timeout
   #writing: Promise<void> = Promise.resolve()
@@ -56,14 +58,16 @@ export class RuleOutcomeSink {
   async #consume(messages: ConsumerMessages): Promise<void> {
     for await (const msg of messages) {
       try {
-        this.#decisions.push(...msg.json<Decision[]>())
+        const batch = readDecisionBatch(msg)
+        this.#batches.push(batch)
+        this.#decisionCount += batch.decisions.length
         this.#last = msg
       } catch (err) {
         this.#opts.log.error({ err, seq: msg.seq, subject: msg.subject }, 'rule outcome sink: undecodable decision batch terminated')
         msg.term('undecodable decision batch')
         continue
       }
-      if (this.#decisions.length >= this.#opts.batchSize) await this.#flush()
+      if (this.#decisionCount >= this.#opts.batchSize) await this.#flush()
       else this.#timer ??= setTimeout(() => void this.#flush(), this.#opts.flushIntervalMs)
     }
   }
@@ -76,12 +80,19 @@ export class RuleOutcomeSink {
   async #write(): Promise<void> {
     clearTimeout(this.#timer)
     this.#timer = undefined
-    const decisions = this.#decisions
+    const batches = this.#batches
     const last = this.#last
-    this.#decisions = []
+    this.#batches = []
+    this.#decisionCount = 0
     this.#last = undefined
     if (!last) return
     const { store, log } = this.#opts
-    if (await writeUntilStored(() => store.append(decisions), { log, what: 'rule outcome sink', stopped: this.#stopped.signal })) last.ack()
+    if (await writeUntilStored(() => store.append(batches), { log, what: 'rule outcome sink', stopped: this.#stopped.signal })) last.ack()
   }
+}
+
+/** A SLUICE_DECISIONS message read: its decisions, and a batch job's counts from their header. */
+export function readDecisionBatch(msg: { json<T>(): T; headers?: MsgHdrs }): DecisionBatch {
+  const counters = msg.headers?.get(DECISION_BATCH_HEADERS.counters)
+  return { decisions: msg.json<DecisionAsStored[]>(), ...(counters && { counters: JSON.parse(counters) as RuleCounterRow[] }) }
 }
