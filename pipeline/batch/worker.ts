@@ -8,7 +8,7 @@ import type { RecordIngestor } from '../ingest.ts'
 import type { Logger } from '../logger.ts'
 import type { JobStoredCounts, QueryClient } from '../query.ts'
 import { RULE_CONSUMERS, STREAMS, SUBJECTS } from '../streams.ts'
-import { PayloadError, type PayloadItem, type PayloadSettings, readPayload, typeCsvRecord } from './payload.ts'
+import { countPayload, PayloadError, type PayloadItem, type PayloadSettings, readPayload, typeCsvRecord } from './payload.ts'
 
 export interface BatchWorkerOptions {
   jobs: BatchJobStore
@@ -121,8 +121,8 @@ export class BatchWorker {
     const settings: PayloadSettings = {}
     let total = 0
     let checkedAt = 0
-    for await (const items of readPayload(job.payload_path, job.format, { compressed: job.compressed, maxBytes: config.maxBytes, settings })) {
-      total += items.length
+    for await (const count of countPayload(job.payload_path, job.format, { compressed: job.compressed, maxBytes: config.maxBytes, settings })) {
+      total += count
       if (total > config.maxRecords) throw new PayloadError(`the payload holds more than ${config.maxRecords} records, the limit per job`)
       if (total - checkedAt >= 50_000) {
         checkedAt = total
