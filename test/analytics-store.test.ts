@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DuckDBInstance } from '@duckdb/node-api'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { envelopeJson } from '../pipeline/index.ts'
 import {
   AnalyticsStore,
@@ -101,13 +101,42 @@ t.test('a file written before records shared messages is renumbered once, old ro
   }
 })
 
-t.test('decisions: each one, its hits and the per-rule counters stored once', async (t) => {
-  const analytics = await AnalyticsStore.open(join(tempDir(t), 'd.duckdb'))
+/** A decision store on a fresh DuckDB file, closed when the test ends. */
+async function openOutcomes(t: Test, path: string): Promise<RuleOutcomeStore> {
+  const analytics = await AnalyticsStore.open(path)
   const outcomes = await RuleOutcomeStore.open(analytics)
   t.teardown(() => {
     outcomes.close()
     analytics.close()
   })
+  return outcomes
+}
+
+/** An approval of record `seq` as a batch job's record is stored: no evaluations. */
+function storedDecision(seq: number, over: Partial<DecisionAsStored> = {}): DecisionAsStored {
+  return {
+    record_id: `r-${seq}`,
+    record_seq: seq,
+    object: 'transaction',
+    account_id: 'acc-1',
+    decision: 'approve',
+    score: 0,
+    tags: [],
+    fired: [],
+    shadow_hits: [],
+    errors: [],
+    stopped_by: null,
+    rule_set_version: 7,
+    evaluate_rules: true,
+    record_time: '2026-01-01T10:00:00.123Z',
+    received_at: '2026-11-24T08:00:00.000Z',
+    evaluated_at: '2026-11-24T08:00:00.250Z',
+    ...over,
+  }
+}
+
+t.test('decisions: each one, its hits and the per-rule counters stored once', async (t) => {
+  const outcomes = await openOutcomes(t, join(tempDir(t), 'd.duckdb'))
   const hit = (rule_id: string, mode: 'live' | 'shadow', features: Record<string, number>) => ({
     rule_id,
     rule_version: 2,
@@ -119,26 +148,11 @@ t.test('decisions: each one, its hits and the per-rule counters stored once', as
     features,
   })
   const decision = (seq: number, over: Partial<Decision> = {}): Decision => ({
-    record_id: `r-${seq}`,
-    record_seq: seq,
-    object: 'transaction',
-    account_id: seq === 3 ? null : 'acc-1',
-    decision: 'approve',
-    score: 0,
-    tags: [],
-    fired: [],
-    shadow_hits: [],
-    errors: [],
-    stopped_by: null,
+    ...storedDecision(seq, { account_id: seq === 3 ? null : 'acc-1' }),
     evaluations: [
       { rule_id: 'burst', rule_version: 2, outcome: 'miss', micros: 3 },
       { rule_id: 'new-device', rule_version: 1, outcome: 'miss', micros: 5 },
     ],
-    rule_set_version: 7,
-    evaluate_rules: true,
-    record_time: '2026-01-01T10:00:00.123Z',
-    received_at: '2026-11-24T08:00:00.000Z',
-    evaluated_at: '2026-11-24T08:00:00.250Z',
     ...over,
   })
   const flagged = decision(2, {
@@ -200,32 +214,9 @@ t.test('decisions: each one, its hits and the per-rule counters stored once', as
 })
 
 t.test("a batch job's decisions come without evaluations: their batch's counts are stored once with them", async (t) => {
-  const analytics = await AnalyticsStore.open(join(tempDir(t), 'j.duckdb'))
-  const outcomes = await RuleOutcomeStore.open(analytics)
-  t.teardown(() => {
-    outcomes.close()
-    analytics.close()
-  })
+  const outcomes = await openOutcomes(t, join(tempDir(t), 'j.duckdb'))
   const minute = Date.parse('2026-11-24T08:00:00Z')
-  const decision = (seq: number): DecisionAsStored => ({
-    record_id: `j-${seq}`,
-    record_seq: seq,
-    object: 'transaction',
-    account_id: 'acc-1',
-    decision: 'approve',
-    score: 0,
-    tags: [],
-    fired: [],
-    shadow_hits: [],
-    errors: [],
-    stopped_by: null,
-    rule_set_version: 1,
-    evaluate_rules: false,
-    job_id: 'job_hist',
-    record_time: '2025-01-01T00:00:00.000Z',
-    received_at: '2026-11-24T08:00:00.000Z',
-    evaluated_at: '2026-11-24T08:00:01.000Z',
-  })
+  const decision = (seq: number) => storedDecision(seq, { evaluate_rules: false, job_id: 'job_hist', evaluated_at: '2026-11-24T08:00:01.000Z' })
   const counters = (n: number): RuleCounterRow[] => [
     { minute, rule_id: 'burst', rule_version: 1, evaluations: n, hits: 0, shadow_hits: 0, errors: 0, micros_total: 2 * n, micros_max: 4 },
   ]
@@ -250,11 +241,6 @@ t.test('a decisions file opens again after the process that opened it was killed
     process.kill(process.pid, 'SIGKILL')`
   const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', opener], { encoding: 'utf8' })
   t.equal(child.signal, 'SIGKILL', child.stderr)
-  const analytics = await AnalyticsStore.open(path)
-  const outcomes = await RuleOutcomeStore.open(analytics)
-  t.teardown(() => {
-    outcomes.close()
-    analytics.close()
-  })
+  const outcomes = await openOutcomes(t, path)
   t.same((await outcomes.stats(0)).decisions, { approve: 0, review: 0, block: 0 }, 'it opens, empty')
 })
