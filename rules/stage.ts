@@ -245,7 +245,7 @@ export class RuleStage {
       const counted = records.get(recordKey)
       if (counted) counted.n++
       else records.set(recordKey, { object: decision.object, decision: decision.decision, n: 1 })
-      for (const e of decision.evaluations ?? []) {
+      for (const e of decision.evaluations) {
         const key = `${e.rule_id}\u0000${e.outcome}`
         const evaluated = evaluations.get(key)
         if (evaluated) evaluated.n++

@@ -3,7 +3,7 @@ import { jetstream } from '@nats-io/jetstream'
 import { connect, headers } from '@nats-io/transport-node'
 import t from 'tap'
 import { generateBatch } from '../fixtures/generator.ts'
-import { ENVELOPE_BATCH_HEADERS, SUBJECTS } from '../pipeline/index.ts'
+import { DECISION_BATCH_HEADERS, ENVELOPE_BATCH_HEADERS, SUBJECTS } from '../pipeline/index.ts'
 import { eventually, startTestNats, startTestSluice, type TestSluice } from './helpers/sluice.ts'
 
 type ObjectName = 'transaction' | 'account' | 'activity'
@@ -208,4 +208,22 @@ t.test('messages on the record stream that hold no record are set aside; records
   }
   t.equal(await metric('sluice_sink_poison_messages_total'), 3, 'the sink terminated and counted all three')
   t.equal(await metric('sluice_rule_poison_messages_total'), 3, 'so did the rule stage')
+})
+
+t.test('messages on the decision stream that hold no decisions are set aside; decisions after them are stored', async (t) => {
+  const nats = await startTestNats(t)
+  const s = await startTestSluice(t, { natsUrl: nats.url })
+  const nc = await connect({ servers: nats.url })
+  t.teardown(() => nc.close())
+  const js = jetstream(nc)
+  const badCounters = headers()
+  badCounters.set(DECISION_BATCH_HEADERS.counters, '[{"minute":')
+  // An object that is no array, an array cut short, and a batch whose counts cannot be read.
+  await js.publish(SUBJECTS.decisionBatch(3), '{"record_id":"x"}')
+  await js.publish(SUBJECTS.decisionBatch(3), '[{"record_id":"x"')
+  await js.publish(SUBJECTS.decisionBatch(3), '[]', { headers: badCounters })
+  const res = await s.request('POST', '/transaction', { ...sampleRecords().transaction, transaction_id: 'after-bad-decisions' })
+  const { record_id } = (await res.json()) as { record_id: string }
+  const decision = await s.request('GET', `/decisions/${record_id}?wait_ms=5000`)
+  t.equal(decision.status, 200, 'the next decision is stored')
 })

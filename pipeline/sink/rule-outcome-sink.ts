@@ -91,8 +91,10 @@ export class RuleOutcomeSink {
   }
 }
 
-/** A SLUICE_DECISIONS message read: its decisions, and a batch job's counts from their header. */
+/** A SLUICE_DECISIONS message read: its decisions, and a batch job's counts from their header. Throws when it is no such message. */
 export function readDecisionBatch(msg: { json<T>(): T; headers?: MsgHdrs }): DecisionBatch {
+  const decisions = msg.json<DecisionAsStored[]>()
+  if (!Array.isArray(decisions)) throw new Error('a decision batch is a JSON array of decisions')
   const counters = msg.headers?.get(DECISION_BATCH_HEADERS.counters)
-  return { decisions: msg.json<DecisionAsStored[]>(), ...(counters && { counters: JSON.parse(counters) as RuleCounterRow[] }) }
+  return { decisions, ...(counters && { counters: JSON.parse(counters) as RuleCounterRow[] }) }
 }
