@@ -194,6 +194,37 @@ t.test('a cancelled job stops and says so', async (t) => {
   t.equal((await s.request('DELETE', `/batch-status/${id}`)).status, 409, 'a finished job cannot be cancelled again')
 })
 
+t.test('a job cancelled while it runs sends nothing more: every record it sent is counted in it', async (t) => {
+  const s = await startTestSluice(t, { config: { batch: { chunkSize: 20, pollIntervalMs: 20 } } })
+  const rows = [0, 1, 2, 3].flatMap((copy) => transactions.map((r) => ({ ...r, transaction_id: `${r.transaction_id}-c${copy}` })))
+  const id = await jobIdOf(await upload(s, rows.map((r) => JSON.stringify(r)).join('\n'), 'application/x-ndjson', '?object=transaction&evaluate_rules=false'))
+  await eventually(
+    async () => {
+      const status = (await (await s.request('GET', `/batch-status/${id}`)).json()) as JobStatus
+      return status.counts.processed >= 200 ? status : undefined
+    },
+    20_000,
+    10,
+  )
+  t.equal((await s.request('DELETE', `/batch-status/${id}`)).status, 202)
+  const status = await finished(s, id)
+  t.equal(status.state, 'cancelled')
+  t.ok(status.counts.accepted < rows.length, `stopped part way (${status.counts.accepted} of ${rows.length})`)
+  // Whatever reached JetStream is stored; give the sink time, then count the job's records.
+  await new Promise((r) => setTimeout(r, 1000))
+  let stored = 0
+  let cursor: string | undefined
+  do {
+    const page = (await (await s.request('GET', `/records/transaction?view=history&limit=1000${cursor ? `&cursor=${cursor}` : ''}`)).json()) as {
+      records: { job_id: string | null }[]
+      next_cursor?: string
+    }
+    stored += page.records.filter((r) => r.job_id === id).length
+    cursor = page.next_cursor
+  } while (cursor)
+  t.equal(stored, status.counts.accepted, `the records stored are the ones the job counts (${stored} stored)`)
+})
+
 t.test('where no rule stage runs, a job completes once its records are stored', async (t) => {
   const nats = await startTestNats(t)
   const s = await startTestSluice(t, { natsUrl: nats.url, config: { roles: ['ingress', 'sink', 'batch'] } })

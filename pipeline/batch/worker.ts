@@ -82,6 +82,12 @@ export class BatchWorker {
     this.#opts.jobs.transition(id, 'failed', { error })
   }
 
+  /** Whether the job must be left (stopping, cancelled, taken over), without acting on it as #checkpoint does. */
+  #interrupted(id: string): boolean {
+    const job = this.#opts.jobs.get(id)
+    return this.#stopping || this.#leaseLost || !job || FINAL_STATES.has(job.state) || job.cancel_requested
+  }
+
   /** Throws JobInterrupted when the job must be left: stopping, cancelled, or taken over. */
   #checkpoint(id: string): void {
     const { jobs, config } = this.#opts
@@ -148,27 +154,50 @@ export class BatchWorker {
     const object = job.object as string
     let chunk: PayloadItem[] = []
     let storedAskedAt = Date.now()
+    // The next chunk is read and validated while the one before waits for JetStream's acks; chunks are still
+    // noted (and the checkpoint moved) one after another, in order, each once JetStream has all of it.
+    let sending: Promise<() => void> | undefined
+    const notePrevious = async () => {
+      if (!sending) return
+      const note = await sending
+      sending = undefined
+      note()
+    }
+    const send = async (rows: PayloadItem[]) => {
+      // Nothing more goes out once the job is to be left: what went out is noted, then #checkpoint throws.
+      if (this.#interrupted(job.id)) {
+        await notePrevious()
+        this.#checkpoint(job.id)
+      }
+      const sent = this.#publishChunk(job, object, rows)
+      // Its failure is thrown where it is awaited, once the chunk before is noted.
+      sent.catch(() => {})
+      await notePrevious()
+      sending = sent
+      // The sink stores while records are still going out: show that progress too, every few seconds.
+      if (Date.now() - storedAskedAt > 2000) {
+        storedAskedAt = Date.now()
+        await this.#refreshCounts(job.id, object)
+      }
+    }
     for await (const items of readPayload(job.payload_path, job.format, { compressed: job.compressed, maxBytes: config.maxBytes })) {
       for (const item of items) {
         if (item.row <= job.checkpoint_row) continue
         chunk.push(item)
         // Chunks are exactly chunkSize rows from the first: a resumed job makes the same ones (their rows name their messages).
         if (chunk.length < config.chunkSize) continue
-        await this.#publishChunk(job, object, chunk)
+        await send(chunk)
         chunk = []
-        this.#checkpoint(job.id)
-        // The sink stores while records are still going out: show that progress too, every few seconds.
-        if (Date.now() - storedAskedAt > 2000) {
-          storedAskedAt = Date.now()
-          await this.#refreshCounts(job.id, object)
-        }
       }
     }
-    if (chunk.length > 0) await this.#publishChunk(job, object, chunk)
+    if (chunk.length > 0) await send(chunk)
+    await notePrevious()
+    this.#checkpoint(job.id)
     await this.#awaitStored(job.id, object)
   }
 
-  async #publishChunk(job: BatchJob, object: string, chunk: PayloadItem[]): Promise<void> {
+  /** Validates and publishes a chunk; resolves, once JetStream holds it, to noting it in the job (its counts, errors and checkpoint). */
+  async #publishChunk(job: BatchJob, object: string, chunk: PayloadItem[]): Promise<() => void> {
     const { ingestor, registry, jobs } = this.#opts
     const schema = registry.current(object)?.schema
     const idField = schema?.id_field
@@ -200,7 +229,8 @@ export class BatchWorker {
       for (const e of recordErrors) rowError(row, record, e.pointer, e.message)
     }
     errors.sort((a, b) => a.row - b.row)
-    jobs.recordChunk(job.id, { accepted: outcome.accepted, rejected: chunk.length - outcome.accepted, errors, checkpoint_row: chunk[chunk.length - 1].row })
+    return () =>
+      jobs.recordChunk(job.id, { accepted: outcome.accepted, rejected: chunk.length - outcome.accepted, errors, checkpoint_row: chunk[chunk.length - 1].row })
   }
 
   /** Asks the analytics store how many of the job's records it holds and the rule stage decided on, and notes it; the last counts if it does not answer. */
