@@ -82,23 +82,21 @@ export class BatchWorker {
     this.#opts.jobs.transition(id, 'failed', { error })
   }
 
-  /** Whether the job must be left (stopping, cancelled, taken over), without acting on it as #checkpoint does. */
+  /** Whether the job must be left: stopping, cancelled, or taken over. Renews the lease as it asks. */
   #interrupted(id: string): boolean {
-    const job = this.#opts.jobs.get(id)
-    return this.#stopping || this.#leaseLost || !job || FINAL_STATES.has(job.state) || job.cancel_requested
+    const { jobs, config } = this.#opts
+    const job = jobs.get(id)
+    if (this.#stopping || !job || FINAL_STATES.has(job.state) || job.cancel_requested) return true
+    if (!jobs.renewLease(id, this.#id, config.leaseSeconds * 1000)) this.#leaseLost = true
+    return this.#leaseLost
   }
 
-  /** Throws JobInterrupted when the job must be left: stopping, cancelled, or taken over. */
+  /** Throws JobInterrupted when the job must be left, marking a cancelled one so. */
   #checkpoint(id: string): void {
-    const { jobs, config } = this.#opts
-    if (this.#stopping) throw new JobInterrupted()
-    const job = jobs.get(id)
-    if (!job || FINAL_STATES.has(job.state)) throw new JobInterrupted()
-    if (job.cancel_requested) {
-      jobs.transition(id, 'cancelled')
-      throw new JobInterrupted()
-    }
-    if (this.#leaseLost || !jobs.renewLease(id, this.#id, config.leaseSeconds * 1000)) throw new JobInterrupted()
+    if (!this.#interrupted(id)) return
+    const job = this.#opts.jobs.get(id)
+    if (job?.cancel_requested && !FINAL_STATES.has(job.state)) this.#opts.jobs.transition(id, 'cancelled')
+    throw new JobInterrupted()
   }
 
   async #runJob(claimed: BatchJob): Promise<void> {
