@@ -105,20 +105,21 @@ async function* csvRows(input: Readable): AsyncGenerator<string[][]> {
   if (rest !== '') yield parse(rest, true)
 }
 
-/** An empty line is no row. */
-const isEmptyRow = (cells: string[]) => cells.length === 1 && cells[0] === ''
+/** The CSV's header, then its data rows a chunk at a time (empty lines are no rows). */
+async function* csvBody(input: Readable): AsyncGenerator<{ header: string[]; rows: string[][] }> {
+  let header: string[] | undefined
+  for await (const chunk of csvRows(input)) {
+    const rows = chunk.filter((cells) => !(cells.length === 1 && cells[0] === ''))
+    if (!header && rows.length > 0) header = (rows.shift() as string[]).map((c) => c.trim())
+    if (header && rows.length > 0) yield { header, rows }
+  }
+}
 
 async function* readCsv(input: Readable): AsyncGenerator<PayloadItem[]> {
-  let header: string[] | undefined
   let row = 0
-  for await (const rows of csvRows(input)) {
+  for await (const { header, rows } of csvBody(input)) {
     const items: PayloadItem[] = []
     for (const cells of rows) {
-      if (isEmptyRow(cells)) continue
-      if (!header) {
-        header = cells.map((c) => c.trim())
-        continue
-      }
       row++
       if (cells.length !== header.length) {
         items.push({ row, unreadable: `row ${row} has ${cells.length} cells, the header has ${header.length}` })
@@ -128,7 +129,7 @@ async function* readCsv(input: Readable): AsyncGenerator<PayloadItem[]> {
       for (let i = 0; i < header.length; i++) record[header[i]] = cells[i]
       items.push({ row, record })
     }
-    if (items.length > 0) yield items
+    yield items
   }
 }
 
@@ -228,16 +229,7 @@ export async function* countPayload(
     for await (const items of readPayload(path, format, opts)) yield items.length
     return
   }
-  let headerSeen = false
-  for await (const rows of csvRows(openPayload(path, opts.compressed, opts.maxBytes))) {
-    let count = 0
-    for (const cells of rows) if (!isEmptyRow(cells)) count++
-    if (!headerSeen && count > 0) {
-      headerSeen = true
-      count--
-    }
-    yield count
-  }
+  for await (const { rows } of csvBody(openPayload(path, opts.compressed, opts.maxBytes))) yield rows.length
 }
 
 const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/
