@@ -52,13 +52,9 @@ export class RecordPublisher {
 
   /** `recordJson` is `env.record` as JSON: the caller made it for the message id already. */
   async publish(env: Envelope, recordJson: string, msgId: string, partition: number): Promise<PublishedRecord> {
-    // While disconnected nats.js would buffer the publish and send it after a reconnect, storing a record
-    // whose sender was already told 503: refuse up front instead.
-    if (!this.#nats.connected()) throw this.#unavailable('not connected to NATS; the record was not stored')
     const h = headers()
     h.set(HEADERS.recordId, env.record_id)
-    h.set('Nats-Msg-Id', msgId)
-    const ack = await this.#store(SUBJECTS.record(env.object, partition), encodeEnvelope(env, recordJson), h)
+    const ack = await this.#store(SUBJECTS.record(env.object, partition), encodeEnvelope(env, recordJson), msgId, h, 'the record was not stored')
     if (!ack.duplicate) return { record_id: env.record_id, stream_seq: ack.seq, duplicate: false }
     // A retry: answer with the id the first attempt was given.
     const original = await this.#jsm.streams.getMessage(STREAMS.records.name, { seq: ack.seq }).catch(() => null)
@@ -76,16 +72,19 @@ export class RecordPublisher {
     msgId: string,
     meta: { schemaVersion: number; receivedAt: number },
   ): Promise<StreamAck> {
-    if (!this.#nats.connected()) throw this.#unavailable('not connected to NATS; the records were not stored')
     const h = headers()
-    h.set('Nats-Msg-Id', msgId)
     h.set(ENVELOPE_BATCH_HEADERS.count, String(envelopes.length))
     h.set(ENVELOPE_BATCH_HEADERS.schemaVersion, String(meta.schemaVersion))
     h.set(ENVELOPE_BATCH_HEADERS.receivedAt, String(meta.receivedAt))
-    return this.#store(SUBJECTS.record(object, partition), Buffer.from(`[${envelopes.join(',')}]`), h)
+    return this.#store(SUBJECTS.record(object, partition), Buffer.from(`[${envelopes.join(',')}]`), msgId, h, 'the records were not stored')
   }
 
-  async #store(subject: string, data: Uint8Array, h: MsgHdrs): Promise<StreamAck> {
+  /** Stores a message under its id (`unstored` says what a refusal lost), resolving once JetStream has it. */
+  async #store(subject: string, data: Uint8Array, msgId: string, h: MsgHdrs, unstored: string): Promise<StreamAck> {
+    // While disconnected nats.js would buffer the publish and send it after a reconnect, storing records
+    // whose sender was already told 503: refuse up front instead.
+    if (!this.#nats.connected()) throw this.#unavailable(`not connected to NATS; ${unstored}`)
+    h.set('Nats-Msg-Id', msgId)
     try {
       return await this.#stream.publish(subject, data, h)
     } catch (cause) {
