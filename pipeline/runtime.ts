@@ -326,10 +326,11 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
     // Sink first, so queries have an answerer by the time ingress takes requests.
     for (const name of ['sink', 'batch', 'rules', 'files', 'ingress'] as const) {
       if (!config.roles.includes(name)) continue
-      const role = threaded && THREADED_ROLES.has(name) ? threadRole(name, ctx, natsUrl) : inProcessRole(name, ctx, (url) => (httpUrl = url))
+      const onThread = threaded && THREADED_ROLES.has(name)
+      const role = onThread ? threadRole(name, ctx, natsUrl) : inProcessRole(name, ctx, (url) => (httpUrl = url))
       await role.start()
       started.push(role)
-      log.info({ role: name, thread: threaded && THREADED_ROLES.has(name) }, 'role started')
+      log.info({ role: name, thread: onThread }, 'role started')
     }
     return { config, natsUrl, httpUrl, generatedAdminKey, stop }
   } catch (err) {
