@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { jetstream } from '@nats-io/jetstream'
 import { connect, headers } from '@nats-io/transport-node'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { generateBatch } from '../fixtures/generator.ts'
 import { DECISION_BATCH_HEADERS, ENVELOPE_BATCH_HEADERS, SUBJECTS } from '../pipeline/index.ts'
 import { eventually, startTestNats, startTestSluice, type TestSluice } from './helpers/sluice.ts'
@@ -181,12 +181,17 @@ t.test('roles run apart: ingress in one process, sink in another, one NATS', asy
   t.equal(unavailable.status, 503, 'queries answer 503 while no sink runs')
 })
 
-t.test('messages on the record stream that hold no record are set aside; records after them are stored and decided', async (t) => {
+/** Sluice, and a JetStream client of its NATS to publish what Sluice never would. */
+async function sluiceWithPublisher(t: Test) {
   const nats = await startTestNats(t)
   const s = await startTestSluice(t, { natsUrl: nats.url })
   const nc = await connect({ servers: nats.url })
   t.teardown(() => nc.close())
-  const js = jetstream(nc)
+  return { s, js: jetstream(nc) }
+}
+
+t.test('messages on the record stream that hold no record are set aside; records after them are stored and decided', async (t) => {
+  const { s, js } = await sluiceWithPublisher(t)
   const batchHeaders = headers()
   batchHeaders.set(ENVELOPE_BATCH_HEADERS.count, '1')
   batchHeaders.set(ENVELOPE_BATCH_HEADERS.schemaVersion, '1')
@@ -211,11 +216,7 @@ t.test('messages on the record stream that hold no record are set aside; records
 })
 
 t.test('messages on the decision stream that hold no decisions are set aside; decisions after them are stored', async (t) => {
-  const nats = await startTestNats(t)
-  const s = await startTestSluice(t, { natsUrl: nats.url })
-  const nc = await connect({ servers: nats.url })
-  t.teardown(() => nc.close())
-  const js = jetstream(nc)
+  const { s, js } = await sluiceWithPublisher(t)
   const badCounters = headers()
   badCounters.set(DECISION_BATCH_HEADERS.counters, '[{"minute":')
   // An object that is no array, an array cut short, and a batch whose counts cannot be read.
