@@ -22,6 +22,17 @@ export const ConfigSchema = Type.Object(
     natsUrl: Type.Optional(Type.String({ minLength: 1 })),
     /** The admin key to install on first start; unset: one is generated and printed once. */
     adminKey: Type.Optional(Type.String({ minLength: 24 })),
+    /** The nats-server `sluice serve` spawns when no natsUrl is set. */
+    embeddedNats: Type.Object(
+      {
+        /**
+         * Cores its Go runtime may run on at once (GOMAXPROCS); 0: all of them. One core cut its CPU per ingested
+         * record by about a third on two cores (idle Go threads spin looking for work), leaving more to Sluice.
+         */
+        cpus: Type.Integer({ default: 1, minimum: 0 }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     http: Type.Object(
       {
         host: Type.String({ default: '127.0.0.1' }),

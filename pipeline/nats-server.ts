@@ -16,10 +16,17 @@ const LISTEN_LINE = /Listening for client connections on [^\s]+:(\d+)/
  * Spawns `nats-server -js` on 127.0.0.1. `port` 0 lets the server pick a free port (it logs which).
  * Used by `sluice serve` without NATS_URL and by the tests, so both run the same real server.
  */
-export async function startNatsServer(opts: { storeDir: string; port?: number; binary?: string }): Promise<EmbeddedNatsServer> {
+export async function startNatsServer(opts: {
+  storeDir: string
+  port?: number
+  binary?: string
+  /** GOMAXPROCS of the server; unset or 0: Go's default (every core). */
+  cpus?: number
+}): Promise<EmbeddedNatsServer> {
   mkdirSync(opts.storeDir, { recursive: true })
   const args = ['-js', '-a', '127.0.0.1', '-p', String(opts.port ? opts.port : -1), '-sd', opts.storeDir]
-  const child = spawn(opts.binary ?? 'nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'] })
+  const env = opts.cpus ? { ...process.env, GOMAXPROCS: String(opts.cpus) } : process.env
+  const child = spawn(opts.binary ?? 'nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'], env })
   const port = await new Promise<number>((resolve, reject) => {
     let log = ''
     const timer = setTimeout(() => fail(new Error('nats-server did not start within 10s')), 10_000)

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import t from 'tap'
@@ -60,6 +60,10 @@ t.test('sluice serve on its own embedded nats-server: restart keeps data, key an
   const printed = /Admin API key[^\n]*\n\s+(sk_\S+)/.exec(first.output())
   t.ok(printed, 'a generated admin key is printed on first start')
   const key = (printed as RegExpExecArray)[1]
+  const spawned = nextServerPids().filter((p) => !natsBefore.includes(p))
+  t.equal(spawned.length, 1, 'serve spawned one nats-server')
+  const natsEnv = readFileSync(`/proc/${spawned[0]}/environ`, 'utf8').split('\0')
+  t.ok(natsEnv.includes('GOMAXPROCS=1'), 'it runs on one core by default (embeddedNats.cpus)')
   for (const record of transactions.slice(0, 50)) t.equal((await post(first, key, '/transaction', record)).status, 202)
   await eventually(async () => ((await storedTransactionIds(first, key)).length === 50 ? true : undefined), 3000)
   t.equal(await first.stop(), 0, 'SIGTERM exits cleanly')
