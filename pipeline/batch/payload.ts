@@ -7,8 +7,11 @@ import { parser as jsonTokens } from 'stream-json'
 import Assembler from 'stream-json/assembler.js'
 import type { ObjectSchemaDoc, PayloadFormat } from '../../storage/index.ts'
 
-/** One record of a payload, or why its row could not be read as a record. */
-export type PayloadItem = { row: number; record: unknown } | { row: number; unreadable: string }
+/**
+ * One record of a payload, or why its row could not be read as a record. A CSV row comes as its cells, made into
+ * a record (typeCsvRecord) by the schema current when it is published.
+ */
+export type PayloadItem = { row: number; record: unknown } | { row: number; cells: string[]; header: readonly string[] } | { row: number; unreadable: string }
 
 /** Settings a JSON envelope payload carries beside its records. */
 export interface PayloadSettings {
@@ -125,9 +128,7 @@ async function* readCsv(input: Readable): AsyncGenerator<PayloadItem[]> {
         items.push({ row, unreadable: `row ${row} has ${cells.length} cells, the header has ${header.length}` })
         continue
       }
-      const record: Record<string, string> = {}
-      for (let i = 0; i < header.length; i++) record[header[i]] = cells[i]
-      items.push({ row, record })
+      items.push({ row, cells, header })
     }
     yield items
   }
@@ -238,14 +239,17 @@ const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/
  * CSV cells are text: give each the type its schema field has, so the record is validated like a JSON one.
  * An empty cell is null. A cell that does not convert stays text, and validation names it.
  */
-export function typeCsvRecord(cells: Record<string, string>, schema: ObjectSchemaDoc): Record<string, unknown> {
+export function typeCsvRecord(header: readonly string[], cells: readonly string[], schema: ObjectSchemaDoc | undefined): Record<string, unknown> {
+  // Straight from the row's cells: an object of the cells by name first, then its entries, cost twice the time.
   const record: Record<string, unknown> = {}
-  for (const [name, text] of Object.entries(cells)) {
+  for (let i = 0; i < header.length; i++) {
+    const name = header[i]
+    const text = cells[i]
     if (text === '') {
       record[name] = null
       continue
     }
-    switch (schema.fields[name]?.type) {
+    switch (schema?.fields[name]?.type) {
       case 'integer':
       case 'number':
         record[name] = NUMBER.test(text.trim()) ? Number(text) : text

@@ -207,7 +207,7 @@ export class BatchWorker {
     const readable: { row: number; record: unknown }[] = []
     for (const item of chunk) {
       if ('unreadable' in item) rowError(item.row, undefined, '', item.unreadable)
-      else readable.push({ row: item.row, record: job.format === 'csv' && schema ? typeCsvRecord(item.record as Record<string, string>, schema) : item.record })
+      else readable.push({ row: item.row, record: 'cells' in item ? typeCsvRecord(item.header, item.cells, schema) : item.record })
     }
     const outcome = await ingestor.acceptMany(
       object,
