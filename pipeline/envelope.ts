@@ -41,8 +41,21 @@ export const newRecordId = monotonicFactory(() => Math.random())
 
 /** The envelope as JSON text; `recordJson`, when the caller already has the record as JSON, is not made again. */
 export function envelopeJson(env: Envelope, recordJson = JSON.stringify(env.record)): string {
-  const { record: _record, ...meta } = env
-  return `${JSON.stringify(meta).slice(0, -1)},"record":${recordJson}}`
+  const { record_id, record: _record, ...meta } = env
+  return envelopeJsonOf(envelopeMetaJson(meta), record_id, recordJson)
+}
+
+/** What envelopes share: every field but the record and its id. */
+export type EnvelopeMeta = Omit<Envelope, 'record_id' | 'record'>
+
+/** The shared fields as JSON members (no braces), made once for the envelopes of a batch. */
+export function envelopeMetaJson(meta: EnvelopeMeta): string {
+  return JSON.stringify(meta).slice(1, -1)
+}
+
+/** An envelope's JSON from its shared fields' JSON (envelopeMetaJson), its record id and the record's JSON. */
+export function envelopeJsonOf(metaJson: string, recordId: string, recordJson: string): string {
+  return `{"record_id":${JSON.stringify(recordId)},${metaJson},"record":${recordJson}}`
 }
 
 export function encodeEnvelope(env: Envelope, recordJson?: string): Uint8Array {

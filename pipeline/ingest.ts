@@ -1,5 +1,5 @@
 import { RECORDS_PER_MESSAGE, type SchemaChange, type SchemaRegistry, type SchemaVersion } from '../storage/index.ts'
-import { type Envelope, envelopeJson, newRecordId, partitionOf } from './envelope.ts'
+import { type Envelope, type EnvelopeMeta, envelopeJsonOf, envelopeMetaJson, newRecordId, partitionOf } from './envelope.ts'
 import { type FieldError, SluiceError } from './errors.ts'
 import type { RecordPublisher } from './publisher.ts'
 import { dedupId } from './publisher.ts'
@@ -105,6 +105,7 @@ export class RecordIngestor {
     const messages = new Map<number, { envelopes: string[]; bytes: number; schemaVersion: number }[]>()
     const rejected: BatchAcceptOutcome['rejected'] = []
     let accepted = 0
+    let meta = { version: -1, json: '' }
     for (const [index, record] of records.entries()) {
       const recordId = newRecordId()
       const checked = await this.#check(object, record, opts, recordId)
@@ -113,7 +114,10 @@ export class RecordIngestor {
         continue
       }
       const { validator } = checked
-      const envelope = envelopeJson(this.#envelope(object, recordId, record, validator.version, opts, receivedAt))
+      // The fields all envelopes of the batch share go to JSON once per schema version, not once per record.
+      if (meta.version !== validator.version)
+        meta = { version: validator.version, json: envelopeMetaJson(this.#envelopeMeta(object, validator.version, opts, receivedAt)) }
+      const envelope = envelopeJsonOf(meta.json, recordId, JSON.stringify(record))
       const bytes = Buffer.byteLength(envelope)
       if (bytes > maxBytes) {
         rejected.push({ index, errors: [{ pointer: '', message: `the record takes ${bytes} bytes as stored, over the ${maxBytes} a message can hold` }] })
@@ -182,15 +186,17 @@ export class RecordIngestor {
   }
 
   #envelope(object: string, recordId: string, record: unknown, schemaVersion: number, opts: AcceptOptions, receivedAt: number): Envelope {
+    return { record_id: recordId, ...this.#envelopeMeta(object, schemaVersion, opts, receivedAt), record: record as Record<string, unknown> }
+  }
+
+  #envelopeMeta(object: string, schemaVersion: number, opts: AcceptOptions, receivedAt: number): EnvelopeMeta {
     return {
-      record_id: recordId,
       object,
       received_at: receivedAt,
       source: opts.source,
       schema_version: schemaVersion,
       ...(opts.evaluateRules === false && { evaluate_rules: false }),
       ...(opts.jobId && { job_id: opts.jobId }),
-      record: record as Record<string, unknown>,
     }
   }
 }
