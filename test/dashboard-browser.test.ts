@@ -232,6 +232,35 @@ t.test('the dashboard in Debian Chromium', async (t) => {
     await shot('jobs')
   })
 
+  t.test("a batch job's records reach the Overview while it is open: stored count exact, rate and latest records live", async (t) => {
+    await open('#/', '[data-testid=stat-total] .stat-value')
+    const storedNow = async () => Number((await page.textContent('[data-testid=stat-total] .stat-value'))?.replace(/\D/g, ''))
+    const before = await storedNow()
+    const lines = Array.from({ length: 500 }, (_, i) => JSON.stringify(transaction(`tx-overview-batch-${i}`, i + 1)))
+    const res = await s.request('POST', '/batch?object=transaction', lines.join('\n'), { 'content-type': 'application/x-ndjson' })
+    t.equal(res.status, 202)
+    // Batch records travel many to a message: the page must count each of them, not each message.
+    await page.waitForFunction(
+      (want) => document.querySelector('[data-testid=stat-total] .stat-value')?.textContent?.replace(/\D/g, '') === String(want),
+      before + 500,
+      {
+        timeout: 20_000,
+      },
+    )
+    t.equal(await storedNow(), before + 500, 'Records stored counts every record of the job')
+    await page.waitForSelector('[data-testid=latest-records] >> text=/tx-overview-batch-\\d+/', { timeout: 5000 })
+    // 500 records within the last ten seconds: at least 50/s, where counting messages would show a few.
+    const counted = await page
+      .waitForFunction(() => Number(document.querySelector('[data-testid=stat-rate] .stat-value')?.textContent?.replace(/[^\d.]/g, '')) >= 50, undefined, {
+        timeout: 5000,
+      })
+      .then(
+        () => true,
+        () => false,
+      )
+    t.ok(counted, `the ingest rate counts the job's records: ${await page.textContent('[data-testid=stat-rate] .stat-value')}`)
+  })
+
   t.test('the alerts and access pages', async (t) => {
     if (routes.has('GET /alerts')) await open('#/alerts', '[data-testid=alerts-card] :is([data-testid=alerts-table], [data-testid=alerts-empty])')
     else await open('#/alerts', '[data-testid=not-available]')
