@@ -22,10 +22,16 @@ export async function startNatsServer(opts: {
   binary?: string
   /** GOMAXPROCS of the server; unset or 0: Go's default (every core). */
   cpus?: number
+  /** GOMEMLIMIT of the server, MiB; unset or 0: none. */
+  memoryLimitMb?: number
 }): Promise<EmbeddedNatsServer> {
   mkdirSync(opts.storeDir, { recursive: true })
   const args = ['-js', '-a', '127.0.0.1', '-p', String(opts.port ? opts.port : -1), '-sd', opts.storeDir]
-  const env = opts.cpus ? { ...process.env, GOMAXPROCS: String(opts.cpus) } : process.env
+  const env = {
+    ...process.env,
+    ...(opts.cpus ? { GOMAXPROCS: String(opts.cpus) } : {}),
+    ...(opts.memoryLimitMb ? { GOMEMLIMIT: `${opts.memoryLimitMb}MiB` } : {}),
+  }
   const child = spawn(opts.binary ?? 'nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'], env })
   const port = await new Promise<number>((resolve, reject) => {
     let log = ''

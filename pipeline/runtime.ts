@@ -305,7 +305,7 @@ export async function startSluice(config: SluiceConfig, opts: { log?: Logger } =
   const log = opts.log ?? createLogger(config)
   let embedded: EmbeddedNatsServer | undefined
   if (!config.natsUrl) {
-    embedded = await startNatsServer({ storeDir: join(config.dataDir, 'nats'), cpus: config.embeddedNats.cpus })
+    embedded = await startNatsServer({ storeDir: join(config.dataDir, 'nats'), ...config.embeddedNats })
     log.info({ url: embedded.url }, 'embedded nats-server started')
   }
   const natsUrl = config.natsUrl ?? (embedded as EmbeddedNatsServer).url

@@ -73,7 +73,15 @@ t.test('sluice serve on its own embedded nats-server: restart keeps data, key an
     'the embedded nats-server was stopped too',
   )
 
-  const second = await startServe(t, { SLUICE_DATA_DIR: dataDir })
+  // The restart also takes an operator's settings for the embedded server from a config file.
+  const configFile = join(dataDir, 'sluice.json')
+  writeFileSync(configFile, JSON.stringify({ embeddedNats: { cpus: 0, memoryLimitMb: 300 } }))
+  const natsBeforeSecond = nextServerPids()
+  const second = await startServe(t, { SLUICE_DATA_DIR: dataDir, SLUICE_CONFIG: configFile })
+  const respawned = nextServerPids().filter((p) => !natsBeforeSecond.includes(p))
+  const natsEnvSecond = readFileSync(`/proc/${respawned[0]}/environ`, 'utf8').split('\0')
+  t.ok(natsEnvSecond.includes('GOMEMLIMIT=300MiB'), 'embeddedNats.memoryLimitMb becomes GOMEMLIMIT')
+  t.equal(natsEnvSecond.includes('GOMAXPROCS=1'), false, 'embeddedNats.cpus 0 leaves Go its default')
   t.notMatch(second.output(), /Admin API key/, 'no new admin key on a later start')
   t.equal((await storedTransactionIds(second, key)).length, 50, 'data still there, the old key still works')
   for (const record of transactions.slice(50, 80)) t.equal((await post(second, key, '/transaction', record)).status, 202)
