@@ -69,6 +69,50 @@ t.test("a batch job's message stores each of its records, numbered by place, onc
   )
 })
 
+t.test('the current view pages newest first, right when the newest rows are late old versions and updates', async (t) => {
+  const store = await AnalyticsStore.open(join(tempDir(t), 'a.duckdb'))
+  t.teardown(() => store.close())
+  await store.ensureTable(schema)
+  const day = 86_400_000
+  const start = Date.parse('2026-01-01T00:00:00Z')
+  // Appended in this order: originals, then versions older than them that arrive late (not current), then
+  // newer versions of a thousand ids (current). The newest rows are thus no guide to what is current.
+  const versions = [
+    ...Array.from({ length: 3000 }, (_, i) => ({ id: i, at: start + i * 1000 })),
+    ...Array.from({ length: 1500 }, (_, i) => ({ id: i, at: start - day })),
+    ...Array.from({ length: 1100 }, (_, i) => ({ id: 1000 + i, at: start + day + i * 1000 })),
+  ]
+  const rows: EnvelopeRow[] = versions.map((v, n) => ({
+    seq: recordSeq(n + 1),
+    envelopes: `[${envelopeJson({
+      record_id: `v-${n}`,
+      object: 'activity',
+      received_at: Date.now(),
+      source: 'api',
+      schema_version: 1,
+      record: { activity_id: `a-${v.id}`, account_id: 'acc-1', event_type: 'login', occurred_at: new Date(v.at).toISOString() },
+    })}]`,
+  }))
+  for (let i = 0; i < rows.length; i += 1000) await store.append('activity', rows.slice(i, i + 1000))
+  // What each id's current version is: the newest by its own time, then by arrival.
+  const current = new Map<number, number>()
+  versions.forEach((v, n) => {
+    const kept = current.get(v.id)
+    if (kept === undefined || versions[kept].at <= v.at) current.set(v.id, n)
+  })
+  const expected = [...current.values()].sort((a, b) => b - a).map((n) => `v-${n}`)
+  const seen: string[] = []
+  let cursor: number | undefined
+  for (;;) {
+    const page = await store.queryRecords({ object: 'activity', limit: 100, view: 'current', before: cursor })
+    seen.push(...page.records.map((r) => r.record_id))
+    if (!page.next_cursor) break
+    cursor = Number(page.next_cursor)
+  }
+  t.equal(seen.length, 3000, 'one row per id')
+  t.same(seen, expected, 'every current version, newest first, across pages')
+})
+
 t.test('a file written before records shared messages is renumbered once, old rows before new', async (t) => {
   const path = join(tempDir(t), 'old.duckdb')
   const first = await AnalyticsStore.open(path)
