@@ -104,6 +104,14 @@ export class AnalyticsQueryError extends Error {
 const NEWEST_CANDIDATES = 1024
 const MAX_NEWEST_CANDIDATES = NEWEST_CANDIDATES * 64
 
+/** How the current view ranks an object's versions: partitioned by the id column, newest first by `order`. */
+interface VersionRank {
+  id: string
+  order: string
+}
+
+const whereOf = (conditions: string[]) => (conditions.length > 0 ? ` WHERE ${conditions.join(' AND ')}` : '')
+
 export const tableName = (object: string) => `records_${object}`
 /** The latest version of each record id: by the schema's time field, then by arrival (stream sequence). */
 export const currentViewName = (object: string) => `current_${object}`
@@ -121,8 +129,8 @@ export class AnalyticsStore {
   readonly #columns = new Map<string, Column[]>()
   /** Each object's insert statement, made anew when its table changes. */
   readonly #inserts = new Map<string, DuckDBPreparedStatement>()
-  /** How each object's current view ranks versions: partitioned by the id column, newest first. */
-  readonly #versionRanks = new Map<string, { id: string; order: string }>()
+  /** How each object's current view ranks versions. */
+  readonly #versionRanks = new Map<string, VersionRank>()
 
   private constructor(instance: DuckDBInstance, write: DuckDBConnection, read: DuckDBConnection) {
     this.#instance = instance
@@ -251,30 +259,35 @@ export class AnalyticsStore {
   async queryRecords(q: RecordQuery): Promise<RecordPage> {
     const columns = this.#columns.get(q.object)
     if (!columns) return { object: q.object, records: [] }
-    const where: string[] = []
-    const params: (string | number)[] = []
-    if (q.before !== undefined) {
-      where.push('_seq < ?')
-      params.push(q.before)
-    }
+    const matches: string[] = []
+    const values: (string | number)[] = []
     for (const [field, value] of Object.entries(q.filters ?? {})) {
       if (field === 'record_id') {
-        where.push('_record_id = ?')
-        params.push(value)
+        matches.push('_record_id = ?')
+        values.push(value)
         continue
       }
       const col = columns.find((c) => c.name === field)
       if (!col) throw new AnalyticsQueryError(`unknown field ${field} of ${q.object}`, `/query/${field}`)
       if (col.type === 'json') throw new AnalyticsQueryError(`field ${field} holds JSON and cannot be filtered on`, `/query/${field}`)
-      where.push(`${quote(field)} = TRY_CAST(? AS ${duckdbType(col.type)})`)
-      params.push(value)
+      matches.push(`${quote(field)} = TRY_CAST(? AS ${duckdbType(col.type)})`)
+      values.push(value)
     }
-    const filter = where.length ? ` WHERE ${where.join(' AND ')}` : ''
+    const below = q.before === undefined ? [] : [`_seq < ${Number(q.before)}`]
+    const limit = q.limit + 1
+    const rank = this.#versionRanks.get(q.object)
     const rows =
       q.view === 'history'
-        ? await this.#rows(`SELECT * FROM ${tableName(q.object)}${filter} ORDER BY _seq DESC LIMIT ${q.limit + 1}`, params)
-        : ((where.length === (q.before === undefined ? 0 : 1) ? await this.#newestCurrent(q) : undefined) ??
-          (await this.#rows(`SELECT * FROM ${currentViewName(q.object)}${filter} ORDER BY _seq DESC LIMIT ${q.limit + 1}`, params)))
+        ? await this.#rows(`SELECT * FROM ${tableName(q.object)}${whereOf([...matches, ...below])} ORDER BY _seq DESC LIMIT ${limit}`, values)
+        : !rank
+          ? await this.#rows(`SELECT * FROM ${currentViewName(q.object)}${whereOf([...matches, ...below])} ORDER BY _seq DESC LIMIT ${limit}`, values)
+          : matches.length > 0
+            ? await this.#currentPage(q.object, rank, `IN (SELECT ${rank.id} FROM ${tableName(q.object)}${whereOf(matches)})`, [...matches, ...below], limit, [
+                ...values,
+                ...values,
+              ])
+            : ((await this.#newestCurrent(q.object, rank, below, limit)) ??
+              (await this.#rows(`SELECT * FROM ${currentViewName(q.object)}${whereOf(below)} ORDER BY _seq DESC LIMIT ${limit}`, [])))
     const page = rows.slice(0, q.limit).map((row) => toView(row, columns))
     return {
       object: q.object,
@@ -288,38 +301,48 @@ export class AnalyticsStore {
   }
 
   /**
-   * The newest page of the current view without ranking every version in the table (that grew with it: 200 ms at
-   * 200,000 rows). Any current version newer than the `candidates`-th newest row (the floor) is itself one of
-   * those rows, so ranking only the versions of their ids finds all current versions above the floor; when there
-   * are enough of them, they are the page. Otherwise more candidates are taken, then the whole view (undefined).
-   * For unfiltered pages only: a filter that few records match would rarely fill a page from the newest rows.
+   * A page of the current view, ranking only the versions of the ids `ids` picks (`IN (...)`) rather than every
+   * version in the table, which grew with it (200 ms a page at 200,000 rows). `conditions` then hold for the
+   * page's rows. The page's sequences come first, from the id, time and sequence columns; then its rows whole.
    */
-  async #newestCurrent(q: RecordQuery): Promise<Record<string, unknown>[] | undefined> {
-    const rank = this.#versionRanks.get(q.object)
-    if (!rank) return undefined
-    const table = tableName(q.object)
-    const below = q.before === undefined ? '' : ` WHERE _seq < ${Number(q.before)}`
+  #currentPage(
+    object: string,
+    rank: VersionRank,
+    ids: string,
+    conditions: string[],
+    limit: number,
+    params: (string | number)[],
+  ): Promise<Record<string, unknown>[]> {
+    const table = tableName(object)
+    return this.#rows(
+      `WITH page AS (
+         SELECT _seq FROM (
+           SELECT *, row_number() OVER (PARTITION BY ${rank.id} ORDER BY ${rank.order}) AS _version_rank FROM ${table} WHERE ${rank.id} ${ids}
+         )${whereOf(['_version_rank = 1', ...conditions])} ORDER BY _seq DESC LIMIT ${limit}
+       )
+       SELECT * FROM ${table} WHERE _seq IN (SELECT _seq FROM page) ORDER BY _seq DESC`,
+      params,
+    )
+  }
+
+  /**
+   * The newest page of the current view, unfiltered (the dashboard's Records page). Any current version newer
+   * than the `candidates`-th newest row (the floor) is itself one of those rows, so ranking only the versions of
+   * their ids finds every current version above the floor; when there are a page of them, they are the page.
+   * Otherwise more candidates are taken, then the whole view (undefined).
+   */
+  async #newestCurrent(object: string, rank: VersionRank, below: string[], limit: number): Promise<Record<string, unknown>[] | undefined> {
+    const table = tableName(object)
     for (let candidates = NEWEST_CANDIDATES; candidates <= MAX_NEWEST_CANDIDATES; candidates *= 8) {
       const [top] = await this.#rows(
-        `SELECT min(_seq) AS floor, count(*) AS n FROM (SELECT _seq FROM ${table}${below} ORDER BY _seq DESC LIMIT ${candidates})`,
+        `SELECT min(_seq) AS floor, count(*) AS n FROM (SELECT _seq FROM ${table}${whereOf(below)} ORDER BY _seq DESC LIMIT ${candidates})`,
         [],
       )
       // Fewer rows than candidates: the whole table is small, and its view cheap.
       if (Number(top.n) < candidates) return undefined
-      const floor = Number(top.floor)
-      // The page's sequences first, from the id, time and sequence columns alone; then only those rows whole.
-      const rows = await this.#rows(
-        `WITH page AS (
-           SELECT _seq FROM (
-             SELECT _seq, row_number() OVER (PARTITION BY ${rank.id} ORDER BY ${rank.order}) AS _version_rank FROM ${table}
-             WHERE ${rank.id} IN (SELECT ${rank.id} FROM ${table} WHERE _seq >= ${floor})
-           ) WHERE _version_rank = 1 AND _seq >= ${floor}${q.before === undefined ? '' : ` AND _seq < ${Number(q.before)}`}
-           ORDER BY _seq DESC LIMIT ${q.limit + 1}
-         )
-         SELECT * FROM ${table} WHERE _seq IN (SELECT _seq FROM page) ORDER BY _seq DESC`,
-        [],
-      )
-      if (rows.length > q.limit) return rows
+      const floor = `_seq >= ${Number(top.floor)}`
+      const rows = await this.#currentPage(object, rank, `IN (SELECT ${rank.id} FROM ${table} WHERE ${floor})`, [floor, ...below], limit, [])
+      if (rows.length >= limit) return rows
     }
     return undefined
   }

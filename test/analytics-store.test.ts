@@ -77,10 +77,11 @@ t.test('the current view pages newest first, right when the newest rows are late
   const start = Date.parse('2026-01-01T00:00:00Z')
   // Appended in this order: originals, then versions older than them that arrive late (not current), then
   // newer versions of a thousand ids (current). The newest rows are thus no guide to what is current.
+  // The late old versions and the updates name another account, so a filter must look at current versions only.
   const versions = [
-    ...Array.from({ length: 3000 }, (_, i) => ({ id: i, at: start + i * 1000 })),
-    ...Array.from({ length: 1500 }, (_, i) => ({ id: i, at: start - day })),
-    ...Array.from({ length: 1100 }, (_, i) => ({ id: 1000 + i, at: start + day + i * 1000 })),
+    ...Array.from({ length: 3000 }, (_, i) => ({ id: i, at: start + i * 1000, account: 'acc-1' })),
+    ...Array.from({ length: 1500 }, (_, i) => ({ id: i, at: start - day, account: 'acc-2' })),
+    ...Array.from({ length: 1100 }, (_, i) => ({ id: 1000 + i, at: start + day + i * 1000, account: 'acc-2' })),
   ]
   const rows: EnvelopeRow[] = versions.map((v, n) => ({
     seq: recordSeq(n + 1),
@@ -90,7 +91,7 @@ t.test('the current view pages newest first, right when the newest rows are late
       received_at: Date.now(),
       source: 'api',
       schema_version: 1,
-      record: { activity_id: `a-${v.id}`, account_id: 'acc-1', event_type: 'login', occurred_at: new Date(v.at).toISOString() },
+      record: { activity_id: `a-${v.id}`, account_id: v.account, event_type: 'login', occurred_at: new Date(v.at).toISOString() },
     })}]`,
   }))
   for (let i = 0; i < rows.length; i += 1000) await store.append('activity', rows.slice(i, i + 1000))
@@ -100,17 +101,32 @@ t.test('the current view pages newest first, right when the newest rows are late
     const kept = current.get(v.id)
     if (kept === undefined || versions[kept].at <= v.at) current.set(v.id, n)
   })
-  const expected = [...current.values()].sort((a, b) => b - a).map((n) => `v-${n}`)
-  const seen: string[] = []
-  let cursor: number | undefined
-  for (;;) {
-    const page = await store.queryRecords({ object: 'activity', limit: 100, view: 'current', before: cursor })
-    seen.push(...page.records.map((r) => r.record_id))
-    if (!page.next_cursor) break
-    cursor = Number(page.next_cursor)
+  const newestFirst = (ns: number[]) => ns.sort((a, b) => b - a).map((n) => `v-${n}`)
+  const allPages = async (filters?: Record<string, string>) => {
+    const seen: string[] = []
+    let cursor: number | undefined
+    for (;;) {
+      const page = await store.queryRecords({ object: 'activity', limit: 100, view: 'current', before: cursor, filters })
+      seen.push(...page.records.map((r) => r.record_id))
+      if (!page.next_cursor) return seen
+      cursor = Number(page.next_cursor)
+    }
   }
+  const seen = await allPages()
   t.equal(seen.length, 3000, 'one row per id')
-  t.same(seen, expected, 'every current version, newest first, across pages')
+  t.same(seen, newestFirst([...current.values()]), 'every current version, newest first, across pages')
+  for (const account of ['acc-1', 'acc-2']) {
+    const expected = newestFirst([...current.values()].filter((n) => versions[n].account === account))
+    t.same(await allPages({ account_id: account }), expected, `filtered on ${account}: only current versions on it (${expected.length})`)
+  }
+  const stale = 3000 // the first late old version: never current
+  t.same(await allPages({ record_id: `v-${stale}` }), [], 'a version that is not current is not in the current view')
+  t.same(
+    (await store.queryRecords({ object: 'activity', limit: 10, view: 'history', filters: { record_id: `v-${stale}` } })).records.length,
+    1,
+    'but it is in history',
+  )
+  t.same(await allPages({ record_id: 'v-2500' }), ['v-2500'], 'a current version found by its record id')
 })
 
 t.test('a file written before records shared messages is renumbered once, old rows before new', async (t) => {
