@@ -104,10 +104,10 @@ export class AnalyticsQueryError extends Error {
 const NEWEST_CANDIDATES = 1024
 const MAX_NEWEST_CANDIDATES = NEWEST_CANDIDATES * 64
 
-/** How the current view ranks an object's versions: partitioned by the id column, newest first by `order`. */
+/** How the current view ranks an object's versions: `over` numbers each id's versions (`id`), newest first. */
 interface VersionRank {
   id: string
-  order: string
+  over: string
 }
 
 const whereOf = (conditions: string[]) => (conditions.length > 0 ? ` WHERE ${conditions.join(' AND ')}` : '')
@@ -169,12 +169,11 @@ export class AnalyticsStore {
       else if (has !== wanted) await this.#write.run(`ALTER TABLE ${table} ALTER ${quote(name)} TYPE ${wanted} USING TRY_CAST(${quote(name)} AS ${wanted})`)
     }
     const order = schema.time_field ? `${quote(schema.time_field)} DESC NULLS LAST, _seq DESC` : '_seq DESC'
-    this.#versionRanks.set(schema.object, { id: quote(schema.id_field), order })
+    const rank = { id: quote(schema.id_field), over: `row_number() OVER (PARTITION BY ${quote(schema.id_field)} ORDER BY ${order})` }
+    this.#versionRanks.set(schema.object, rank)
     await this.#write.run(
       `CREATE OR REPLACE VIEW ${currentViewName(schema.object)} AS
-       SELECT * EXCLUDE (_version_rank) FROM (
-         SELECT *, row_number() OVER (PARTITION BY ${quote(schema.id_field)} ORDER BY ${order}) AS _version_rank FROM ${table}
-       ) WHERE _version_rank = 1`,
+       SELECT * EXCLUDE (_version_rank) FROM (SELECT *, ${rank.over} AS _version_rank FROM ${table}) WHERE _version_rank = 1`,
     )
     const types = new Map(Object.entries(schema.fields).map(([n, s]) => [n, s.type]))
     // Field columns in the table's physical order, which is the order an appender must write them in.
@@ -258,7 +257,9 @@ export class AnalyticsStore {
 
   async queryRecords(q: RecordQuery): Promise<RecordPage> {
     const columns = this.#columns.get(q.object)
-    if (!columns) return { object: q.object, records: [] }
+    // ensureTable sets both together.
+    const rank = this.#versionRanks.get(q.object)
+    if (!columns || !rank) return { object: q.object, records: [] }
     const matches: string[] = []
     const values: (string | number)[] = []
     for (const [field, value] of Object.entries(q.filters ?? {})) {
@@ -275,19 +276,17 @@ export class AnalyticsStore {
     }
     const below = q.before === undefined ? [] : [`_seq < ${Number(q.before)}`]
     const limit = q.limit + 1
-    const rank = this.#versionRanks.get(q.object)
-    const rows =
-      q.view === 'history'
-        ? await this.#rows(`SELECT * FROM ${tableName(q.object)}${whereOf([...matches, ...below])} ORDER BY _seq DESC LIMIT ${limit}`, values)
-        : !rank
-          ? await this.#rows(`SELECT * FROM ${currentViewName(q.object)}${whereOf([...matches, ...below])} ORDER BY _seq DESC LIMIT ${limit}`, values)
-          : matches.length > 0
-            ? await this.#currentPage(q.object, rank, `IN (SELECT ${rank.id} FROM ${tableName(q.object)}${whereOf(matches)})`, [...matches, ...below], limit, [
-                ...values,
-                ...values,
-              ])
-            : ((await this.#newestCurrent(q.object, rank, below, limit)) ??
-              (await this.#rows(`SELECT * FROM ${currentViewName(q.object)}${whereOf(below)} ORDER BY _seq DESC LIMIT ${limit}`, [])))
+    let rows: Record<string, unknown>[]
+    if (q.view === 'history')
+      rows = await this.#rows(`SELECT * FROM ${tableName(q.object)}${whereOf([...matches, ...below])} ORDER BY _seq DESC LIMIT ${limit}`, values)
+    else if (matches.length > 0) {
+      // The filters' values go in twice: to pick the ids, then to test their current versions.
+      const ids = `IN (SELECT ${rank.id} FROM ${tableName(q.object)}${whereOf(matches)})`
+      rows = await this.#currentPage(q.object, rank, ids, [...matches, ...below], limit, [...values, ...values])
+    } else
+      rows =
+        (await this.#newestCurrent(q.object, rank, below, limit)) ??
+        (await this.#rows(`SELECT * FROM ${currentViewName(q.object)}${whereOf(below)} ORDER BY _seq DESC LIMIT ${limit}`, []))
     const page = rows.slice(0, q.limit).map((row) => toView(row, columns))
     return {
       object: q.object,
@@ -317,7 +316,7 @@ export class AnalyticsStore {
     return this.#rows(
       `WITH page AS (
          SELECT _seq FROM (
-           SELECT *, row_number() OVER (PARTITION BY ${rank.id} ORDER BY ${rank.order}) AS _version_rank FROM ${table} WHERE ${rank.id} ${ids}
+           SELECT *, ${rank.over} AS _version_rank FROM ${table} WHERE ${rank.id} ${ids}
          )${whereOf(['_version_rank = 1', ...conditions])} ORDER BY _seq DESC LIMIT ${limit}
        )
        SELECT * FROM ${table} WHERE _seq IN (SELECT _seq FROM page) ORDER BY _seq DESC`,
