@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { generateBatch } from '../fixtures/generator.ts'
 import { runCli, type ServeProcess, startServe } from './helpers/cli.ts'
 import { eventually, startTestNats, tempDir } from './helpers/sluice.ts'
@@ -39,6 +39,13 @@ function nextServerPids(): string[] {
   }
 }
 
+/** The environment of the one nats-server started since `before` was taken. */
+function spawnedServerEnv(t: Test, before: string[]): string[] {
+  const spawned = nextServerPids().filter((p) => !before.includes(p))
+  t.equal(spawned.length, 1, 'serve spawned one nats-server')
+  return readFileSync(`/proc/${spawned[0]}/environ`, 'utf8').split('\0')
+}
+
 t.test('a port in use is a one-line error naming it, and serve exits 1', async (t) => {
   const taken = createServer()
   await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
@@ -60,10 +67,7 @@ t.test('sluice serve on its own embedded nats-server: restart keeps data, key an
   const printed = /Admin API key[^\n]*\n\s+(sk_\S+)/.exec(first.output())
   t.ok(printed, 'a generated admin key is printed on first start')
   const key = (printed as RegExpExecArray)[1]
-  const spawned = nextServerPids().filter((p) => !natsBefore.includes(p))
-  t.equal(spawned.length, 1, 'serve spawned one nats-server')
-  const natsEnv = readFileSync(`/proc/${spawned[0]}/environ`, 'utf8').split('\0')
-  t.ok(natsEnv.includes('GOMAXPROCS=1'), 'it runs on one core by default (embeddedNats.cpus)')
+  t.ok(spawnedServerEnv(t, natsBefore).includes('GOMAXPROCS=1'), 'it runs on one core by default (embeddedNats.cpus)')
   for (const record of transactions.slice(0, 50)) t.equal((await post(first, key, '/transaction', record)).status, 202)
   await eventually(async () => ((await storedTransactionIds(first, key)).length === 50 ? true : undefined), 3000)
   t.equal(await first.stop(), 0, 'SIGTERM exits cleanly')
@@ -78,8 +82,7 @@ t.test('sluice serve on its own embedded nats-server: restart keeps data, key an
   writeFileSync(configFile, JSON.stringify({ embeddedNats: { cpus: 0, memoryLimitMb: 300 } }))
   const natsBeforeSecond = nextServerPids()
   const second = await startServe(t, { SLUICE_DATA_DIR: dataDir, SLUICE_CONFIG: configFile })
-  const respawned = nextServerPids().filter((p) => !natsBeforeSecond.includes(p))
-  const natsEnvSecond = readFileSync(`/proc/${respawned[0]}/environ`, 'utf8').split('\0')
+  const natsEnvSecond = spawnedServerEnv(t, natsBeforeSecond)
   t.ok(natsEnvSecond.includes('GOMEMLIMIT=300MiB'), 'embeddedNats.memoryLimitMb becomes GOMEMLIMIT')
   t.equal(natsEnvSecond.includes('GOMAXPROCS=1'), false, 'embeddedNats.cpus 0 leaves Go its default')
   t.notMatch(second.output(), /Admin API key/, 'no new admin key on a later start')
