@@ -47,7 +47,8 @@ export class RoleThread {
     const data: ThreadData = { sluiceRoleThread: true, role: this.#role, config: { ...this.#config, roles: [this.#role] }, natsUrl: this.#natsUrl }
     // The thread gets none of this one's loader flags: it registers tsx itself, however the process was started.
     const boot = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(import.meta.url)}) })`
-    const worker = new Worker(boot, { eval: true, workerData: data, execArgv: [] })
+    // Named for debuggers and the inspector, which list the thread as `[worker N] sluice-<role>`.
+    const worker = new Worker(boot, { eval: true, workerData: data, execArgv: [], name: `sluice-${this.#role}` })
     this.#worker = worker
     return new Promise((resolve, reject) => {
       let started = false

@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs'
+import { Session } from 'node:inspector/promises'
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
-import t from 'tap'
-import { generate } from '../fixtures/generator.ts'
+import t, { type Test } from 'tap'
+import { type GeneratedRecord, generate } from '../fixtures/generator.ts'
 import { DEFAULT_SCHEMAS_DIR, encodeEnvelope, partitionOf, RECORD_PARTITIONS, STREAMS, SUBJECTS } from '../pipeline/index.ts'
 import { DEFAULT_RULES_FILE, evaluateRecords, readRuleSetFile, validateRuleSet } from '../rules/index.ts'
 import { type Alert, type Decision, openStateDb, SchemaRegistry } from '../storage/index.ts'
@@ -199,30 +200,25 @@ t.test('rule stage in a running Sluice', async (t) => {
   })
 })
 
-t.test('after a restart the stage rebuilds its windows and lookups from the stream: no decision changes', async (t) => {
-  const nats = await startTestNats(t)
-  const dataDir = tempDir(t)
-  // A small population with many fraud patterns, so windows and lookups matter.
-  const records = [...generate({ seed: 5, accounts: 12, days: 3, fraudShare: 0.35 })]
-  const half = Math.floor(records.length / 2)
-  const postAll = async (s: TestSluice, part: typeof records) => {
-    const ids: string[] = []
-    for (const { object, record } of part) {
-      const { status, body } = await post(s, object, record)
-      if (status !== 202) throw new Error(`POST /${object} answered ${status}: ${JSON.stringify(body)}`)
-      ids.push(body.record_id)
-    }
-    return ids
-  }
-  const first = await startTestSluice(t, { natsUrl: nats.url, dataDir })
-  const ids = await postAll(first, records.slice(0, half))
-  await first.stop()
-  const second = await startTestSluice(t, { natsUrl: nats.url, dataDir })
-  ids.push(...(await postAll(second, records.slice(half))))
+/** A small population with many fraud patterns, so that windows and lookups matter. */
+const patternRecords = (seed: number): GeneratedRecord[] => [...generate({ seed, accounts: 12, days: 3, fraudShare: 0.35 })]
 
-  const nc = await connect({ servers: nats.url })
+/** POSTs records one after another; their record ids, in order. */
+async function postAll(s: TestSluice, records: readonly GeneratedRecord[]): Promise<string[]> {
+  const ids: string[] = []
+  for (const { object, record } of records) {
+    const { status, body } = await post(s, object, record)
+    if (status !== 202) throw new Error(`POST /${object} answered ${status}: ${JSON.stringify(body)}`)
+    ids.push(body.record_id)
+  }
+  return ids
+}
+
+/** Every decision in SLUICE_DECISIONS, once it holds at least `count` of them. */
+async function storedDecisions(natsUrl: string, count: number, t: Test): Promise<Decision[]> {
+  const nc = await connect({ servers: natsUrl })
   t.teardown(() => nc.close())
-  const stored = await eventually(
+  return eventually(
     async () => {
       const consumer = await jetstream(nc).consumers.get(STREAMS.decisions.name, { deliver_policy: DeliverPolicy.All })
       const { num_pending: pending } = await consumer.info(true)
@@ -232,37 +228,110 @@ t.test('after a restart the stage rebuilds its windows and lookups from the stre
         decisions.push(...msg.json<Decision[]>())
         if (msg.info.pending === 0) break
       }
-      return decisions.length >= records.length ? decisions : undefined
+      return decisions.length >= count ? decisions : undefined
     },
-    10_000,
+    15_000,
     200,
   )
-  const live = new Map(stored.map((d) => [d.record_id, d]))
-  t.equal(stored.length, records.length, 'one decision per record in SLUICE_DECISIONS')
-  t.equal(live.size, records.length, 'none twice')
+}
 
+/**
+ * Checks that each record (`ids[i]` is `records[i]`'s record id) has the decision one uninterrupted evaluation of
+ * them all makes: the same decision, score, fired rules with their feature values, and shadow hits.
+ */
+function expectUninterruptedDecisions(t: Test, records: readonly GeneratedRecord[], ids: readonly string[], decided: ReadonlyMap<string, Decision>): void {
   const registry = new SchemaRegistry(openStateDb(`${tempDir(t)}/state.db`))
   registry.loadDefaults(DEFAULT_SCHEMAS_DIR)
   const checked = validateRuleSet(DEFAULT_RULES, (object) => registry.current(object)?.schema, 30 * 86_400_000)
-  if (!checked.ok) return t.fail('default rules invalid')
+  if (!checked.ok) return void t.fail('default rules invalid')
   const expected = evaluateRecords(checked.ruleSet, registry, records, { activityWindowMs: 720 * 3_600_000, lateMs: 3_600_000 })
-  const summary = (d: Decision) => ({
-    decision: d.decision,
-    score: d.score,
-    fired: d.fired.map((h) => [h.rule_id, h.features]),
-    shadow: d.shadow_hits.map((h) => h.rule_id),
-  })
   let differing = 0
   expected.forEach((want, i) => {
-    const got = live.get(ids[i])
-    if (!got || JSON.stringify(summary(got)) !== JSON.stringify(summary(want))) {
+    const got = decided.get(ids[i])
+    if (!got || JSON.stringify(decisionSummary(got)) !== JSON.stringify(decisionSummary(want))) {
       differing++
-      if (differing <= 3) t.same(got && summary(got), summary(want), `record ${i} (${records[i].object}) decided as in one uninterrupted run`)
+      if (differing <= 3) t.same(got && decisionSummary(got), decisionSummary(want), `record ${i} (${records[i].object}) decided as in one uninterrupted run`)
     }
   })
   t.equal(differing, 0, `all ${records.length} decisions equal those of an uninterrupted run`)
+  const half = Math.floor(records.length / 2)
   t.ok(
     expected.some((d, i) => i >= half && d.fired.length > 0),
     'the second half has hits, some of which depend on records of the first',
   )
+}
+
+const decisionSummary = (d: Decision) => ({
+  decision: d.decision,
+  score: d.score,
+  fired: d.fired.map((h) => [h.rule_id, h.features]),
+  shadow: d.shadow_hits.map((h) => h.rule_id),
+})
+
+t.test('after a restart the stage rebuilds its windows and lookups from the stream: no decision changes', async (t) => {
+  const nats = await startTestNats(t)
+  const dataDir = tempDir(t)
+  const records = patternRecords(5)
+  const half = Math.floor(records.length / 2)
+  const first = await startTestSluice(t, { natsUrl: nats.url, dataDir })
+  const ids = await postAll(first, records.slice(0, half))
+  await first.stop()
+  const second = await startTestSluice(t, { natsUrl: nats.url, dataDir })
+  ids.push(...(await postAll(second, records.slice(half))))
+
+  const stored = await storedDecisions(nats.url, records.length, t)
+  const live = new Map(stored.map((d) => [d.record_id, d]))
+  t.equal(stored.length, records.length, 'one decision per record in SLUICE_DECISIONS')
+  t.equal(live.size, records.length, 'none twice')
+  expectUninterruptedDecisions(t, records, ids, live)
+})
+
+/** Ends the rule stage's worker thread at once, as a crash would, through the inspector: Sluice has no hook for it. */
+async function crashRuleThread(t: Test): Promise<void> {
+  const session = new Session()
+  session.connect()
+  t.teardown(() => session.disconnect())
+  const ruleThreads: string[] = []
+  session.on('NodeWorker.attachedToWorker', ({ params }) => {
+    if (params.workerInfo.title.endsWith('sluice-rules')) ruleThreads.push(params.sessionId)
+  })
+  await session.post('NodeWorker.enable', { waitForDebuggerOnStart: false })
+  t.equal(ruleThreads.length, 1, 'the rule stage runs on a worker thread of its own')
+  const message = JSON.stringify({ id: 1, method: 'Runtime.evaluate', params: { expression: 'process.exit(1)' } })
+  for (const sessionId of ruleThreads) await session.post('NodeWorker.sendMessageToWorker', { sessionId, message })
+}
+
+t.test('a rule thread that dies is started again and resumes from its acks: every record decided, as in one run, stored once', async (t) => {
+  const nats = await startTestNats(t)
+  const s = await startTestSluice(t, { natsUrl: nats.url })
+  const records = patternRecords(9)
+  const half = Math.floor(records.length / 2)
+  const ids = await postAll(s, records.slice(0, half))
+  // Dies while it evaluates the first half; ingress goes on taking records meanwhile.
+  await crashRuleThread(t)
+  ids.push(...(await postAll(s, records.slice(half))))
+
+  // A record evaluated before the crash but not yet acked is evaluated again: its decision may be in the stream twice, the same.
+  const stored = await storedDecisions(nats.url, records.length, t)
+  const decided = new Map<string, Decision>()
+  let changed = 0
+  for (const d of stored) {
+    const before = decided.get(d.record_id)
+    if (before && JSON.stringify(decisionSummary(before)) !== JSON.stringify(decisionSummary(d))) changed++
+    decided.set(d.record_id, d)
+  }
+  t.equal(decided.size, records.length, 'every record decided')
+  t.equal(changed, 0, 'a record decided again is decided the same')
+  expectUninterruptedDecisions(t, records, ids, decided)
+
+  const totals = await eventually(async () => {
+    const res = await s.request('GET', '/rules/stats?since_minutes=60')
+    const { decisions } = (await res.json()) as { decisions: Record<string, number> }
+    const total = decisions.approve + decisions.review + decisions.block
+    return total >= records.length ? total : undefined
+  }, 10_000)
+  t.equal(totals, records.length, 'each decision stored once for the dashboard')
+  const metrics = await s.request('GET', '/metrics')
+  t.equal(metrics.status, 200)
+  t.match(await metrics.text(), /^sluice_rule_records_total\{.*\} [1-9]/m, '/metrics reads the restarted thread, which evaluated records')
 })
