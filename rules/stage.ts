@@ -212,7 +212,7 @@ export class RuleStage {
     const first = batch[0].decision.record_seq
     const last = batch[batch.length - 1].decision.record_seq
     const h = outcomeHeaders(`${partition}:${first}-${last}`)
-    if (batch[0].decision.job_id !== undefined) {
+    if (ofBatchJob(batch[0].decision)) {
       const tally = new CounterTally()
       for (const { decision } of batch) tally.addDecision(decision)
       h.set(DECISION_BATCH_HEADERS.counters, JSON.stringify(tally.rows()))
@@ -222,7 +222,7 @@ export class RuleStage {
       this.#failuresInARow = 0
       const now = Date.now()
       for (const { decision, json } of batch) {
-        if (decision.job_id !== undefined) continue
+        if (ofBatchJob(decision)) continue
         this.#opts.nc.publish(SUBJECTS.decision(decision.object, decision.record_id), json)
         this.#metrics.latency.observe((now - Date.parse(decision.received_at)) / 1000)
       }
@@ -307,13 +307,16 @@ function outcomeHeaders(id: string): MsgHdrs {
   return h
 }
 
+/** A batch job's record: history, whose decisions no one waits on one by one. A message holds records of one job or of none. */
+const ofBatchJob = (decision: Decision) => decision.job_id !== undefined
+
 /**
  * A decision as SLUICE_DECISIONS stores it. A batch job's leaves out its evaluations, whose counts its batch
  * carries: they were most of its bytes, and made storing a million-record job's decisions cost more than
  * deciding them (docs/performance.md).
  */
 function decisionJson(decision: Decision): string {
-  if (decision.job_id === undefined) return JSON.stringify(decision)
+  if (!ofBatchJob(decision)) return JSON.stringify(decision)
   const { evaluations: _counted, ...stored } = decision
   return JSON.stringify(stored)
 }
@@ -400,7 +403,7 @@ class PartitionRunner {
         continue
       }
       this.#unsettled += evaluated.length
-      if (evaluated[0].decision.job_id !== undefined) {
+      if (ofBatchJob(evaluated[0].decision)) {
         this.#closeJobMessage(msg, evaluated)
         continue
       }
