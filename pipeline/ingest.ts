@@ -42,11 +42,27 @@ export type AcceptOutcome =
  */
 const BATCH_MESSAGE_BYTES = 32 * 1024
 
-/** What happened to a batch of records: how many are durably in JetStream, and every reason for the others. */
-export interface BatchAcceptOutcome {
-  accepted: number
-  /** The records refused, by their index in the batch. */
-  rejected: { index: number; errors: FieldError[] }[]
+/**
+ * A batch job's chunk in the making: each record is checked as it comes and, accepted, goes at once into its
+ * partition's open message, which leaves as soon as it is full. No record outlives its own turn, so the garbage
+ * collector frees them young: a chunk of parsed rows held whole until its end was most of what the event loop
+ * promoted to the old generation (docs/performance.md).
+ */
+export interface RecordBatch {
+  /** Checks a record; an accepted one joins its message. Returns why a rejected one is refused, or undefined. */
+  add(record: unknown): Promise<FieldError[] | undefined>
+  /** Records accepted so far. */
+  readonly accepted: number
+  /** Sends the messages still open; resolves once JetStream stored every message of the batch. */
+  publish(): Promise<void>
+}
+
+/** A partition's message being filled: its envelopes, their bytes, and its place among the partition's messages. */
+interface OpenMessage {
+  envelopes: string[]
+  bytes: number
+  schemaVersion: number
+  index: number
 }
 
 type Checked = Extract<AcceptOutcome, { status: 'rejected' }> | { status: 'valid'; validator: RecordValidator; schemaChanges?: SchemaChange[] }
@@ -95,58 +111,59 @@ export class RecordIngestor {
   }
 
   /**
-   * Many records of one object, as a batch job sends them: each checked as accept() checks it, the accepted
-   * ones published a partition at a time, up to RECORDS_PER_MESSAGE in a message, and all stored before this
-   * returns. `batchId` names the batch: the same records sent again under it (a resumed job) are stored once.
+   * Records of one object, as a batch job sends them: each checked as accept() checks it, the accepted ones
+   * published a partition at a time, up to RECORDS_PER_MESSAGE in a message. `batchId` names the batch: the same
+   * records added again under it (a resumed job) make the same messages, which JetStream stores once.
    */
-  async acceptMany(object: string, records: readonly unknown[], opts: AcceptOptions & { batchId: string }): Promise<BatchAcceptOutcome> {
+  batch(object: string, opts: AcceptOptions & { batchId: string }): RecordBatch {
     const receivedAt = Date.now()
     const maxBytes = Math.min(BATCH_MESSAGE_BYTES, this.#publisher.maxPayload() - 4096)
-    const messages = new Map<number, { envelopes: string[]; bytes: number; schemaVersion: number }[]>()
-    const rejected: BatchAcceptOutcome['rejected'] = []
+    const open = new Map<number, OpenMessage>()
+    const stored: Promise<unknown>[] = []
     let accepted = 0
     let meta = { version: -1, json: '' }
-    for (const [index, record] of records.entries()) {
-      const recordId = newRecordId()
-      const checked = await this.#check(object, record, opts, recordId)
-      if (checked.status === 'rejected') {
-        rejected.push({ index, errors: checked.errors })
-        continue
-      }
-      const { validator } = checked
-      // The fields all envelopes of the batch share go to JSON once per schema version, not once per record.
-      if (meta.version !== validator.version)
-        meta = { version: validator.version, json: envelopeMetaJson(this.#envelopeMeta(object, validator.version, opts, receivedAt)) }
-      const envelope = envelopeJsonOf(meta.json, recordId, JSON.stringify(record))
-      const bytes = Buffer.byteLength(envelope)
-      if (bytes > maxBytes) {
-        rejected.push({ index, errors: [{ pointer: '', message: `the record takes ${bytes} bytes as stored, over the ${maxBytes} a message can hold` }] })
-        continue
-      }
-      const partition = partitionOf(record as Record<string, unknown>, validator.schema.id_field, RECORD_PARTITIONS)
-      let parts = messages.get(partition)
-      if (!parts) messages.set(partition, (parts = []))
-      let open = parts[parts.length - 1]
-      if (!open || open.envelopes.length >= RECORDS_PER_MESSAGE || open.bytes + bytes + 1 > maxBytes) {
-        open = { envelopes: [], bytes: 0, schemaVersion: 0 }
-        parts.push(open)
-      }
-      open.envelopes.push(envelope)
-      open.bytes += bytes + 1
-      open.schemaVersion = Math.max(open.schemaVersion, validator.version)
-      accepted++
+    const send = (partition: number, message: OpenMessage) => {
+      const msgId = `${object}:batch:${opts.batchId}:${partition}:${message.index}`
+      const sent = this.#publisher.publishBatch(object, partition, message.envelopes, msgId, { schemaVersion: message.schemaVersion, receivedAt })
+      // Its failure is thrown by publish(), which awaits them all.
+      sent.catch(() => {})
+      stored.push(sent)
     }
-    await Promise.all(
-      [...messages].flatMap(([partition, parts]) =>
-        parts.map((part, i) =>
-          this.#publisher.publishBatch(object, partition, part.envelopes, `${object}:batch:${opts.batchId}:${partition}:${i}`, {
-            schemaVersion: part.schemaVersion,
-            receivedAt,
-          }),
-        ),
-      ),
-    )
-    return { accepted, rejected }
+    return {
+      get accepted() {
+        return accepted
+      },
+      add: async (record) => {
+        const recordId = newRecordId()
+        const checked = await this.#check(object, record, opts, recordId)
+        if (checked.status === 'rejected') return checked.errors
+        const { validator } = checked
+        // The fields all envelopes of the batch share go to JSON once per schema version, not once per record.
+        if (meta.version !== validator.version)
+          meta = { version: validator.version, json: envelopeMetaJson(this.#envelopeMeta(object, validator.version, opts, receivedAt)) }
+        const envelope = envelopeJsonOf(meta.json, recordId, JSON.stringify(record))
+        const bytes = Buffer.byteLength(envelope)
+        if (bytes > maxBytes) return [{ pointer: '', message: `the record takes ${bytes} bytes as stored, over the ${maxBytes} a message can hold` }]
+        const partition = partitionOf(record as Record<string, unknown>, validator.schema.id_field, RECORD_PARTITIONS)
+        let message = open.get(partition)
+        if (message && (message.envelopes.length >= RECORDS_PER_MESSAGE || message.bytes + bytes + 1 > maxBytes)) {
+          send(partition, message)
+          message = { envelopes: [], bytes: 0, schemaVersion: 0, index: message.index + 1 }
+          open.set(partition, message)
+        }
+        if (!message) open.set(partition, (message = { envelopes: [], bytes: 0, schemaVersion: 0, index: 0 }))
+        message.envelopes.push(envelope)
+        message.bytes += bytes + 1
+        message.schemaVersion = Math.max(message.schemaVersion, validator.version)
+        accepted++
+        return undefined
+      },
+      publish: async () => {
+        for (const [partition, message] of open) send(partition, message)
+        open.clear()
+        await Promise.all(stored)
+      },
+    }
   }
 
   /** Validates a record against the schema on file, evolving the schema first when asked and needed. */

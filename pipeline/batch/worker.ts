@@ -4,7 +4,7 @@ import type { JetStreamManager } from '@nats-io/jetstream'
 import { type BatchJob, type BatchJobStore, FINAL_STATES, type RowError, type SchemaRegistry } from '../../storage/index.ts'
 import type { SluiceConfig } from '../config.ts'
 import { isSluiceError } from '../errors.ts'
-import type { RecordIngestor } from '../ingest.ts'
+import type { RecordBatch, RecordIngestor } from '../ingest.ts'
 import type { Logger } from '../logger.ts'
 import type { JobStoredCounts, QueryClient } from '../query.ts'
 import { RULE_CONSUMERS, STREAMS, SUBJECTS } from '../streams.ts'
@@ -19,6 +19,16 @@ export interface BatchWorkerOptions {
   jsm: JetStreamManager
   log: Logger
   config: SluiceConfig['batch']
+}
+
+/** Rows of a job checked and published together; the checkpoint moves past them once JetStream holds them all. */
+interface Chunk {
+  readonly batch: RecordBatch
+  readonly rows: number
+  /** Checks a row and sends it on its way, noting why it is refused if it is. */
+  add(item: PayloadItem): Promise<void>
+  /** What the job notes once the chunk is stored: its counts, its rows' errors (in row order), the new checkpoint. */
+  outcome(): { accepted: number; rejected: number; errors: RowError[]; checkpoint_row: number }
 }
 
 /** The job was taken away (lease lost), cancelled, or the worker is stopping: leave it where it is. */
@@ -150,7 +160,7 @@ export class BatchWorker {
   async #process(job: BatchJob): Promise<void> {
     const { config } = this.#opts
     const object = job.object as string
-    let chunk: PayloadItem[] = []
+    let chunk: Chunk | undefined
     let storedAskedAt = Date.now()
     // The next chunk is read and validated while the one before waits for JetStream's acks; chunks are still
     // noted (and the checkpoint moved) one after another, in order, each once JetStream has all of it.
@@ -161,13 +171,13 @@ export class BatchWorker {
       sending = undefined
       note()
     }
-    const send = async (rows: PayloadItem[]) => {
+    const send = async (full: Chunk) => {
       // Nothing more goes out once the job is to be left: what went out is noted, then #checkpoint throws.
       if (this.#interrupted(job.id)) {
         await notePrevious()
         this.#checkpoint(job.id)
       }
-      const sent = this.#publishChunk(job, object, rows)
+      const sent = full.batch.publish().then(() => () => this.#opts.jobs.recordChunk(job.id, full.outcome()))
       // Its failure is thrown where it is awaited, once the chunk before is noted.
       sent.catch(() => {})
       await notePrevious()
@@ -181,54 +191,55 @@ export class BatchWorker {
     for await (const items of readPayload(job.payload_path, job.format, { compressed: job.compressed, maxBytes: config.maxBytes })) {
       for (const item of items) {
         if (item.row <= job.checkpoint_row) continue
-        chunk.push(item)
-        // Chunks are exactly chunkSize rows from the first: a resumed job makes the same ones (their rows name their messages).
-        if (chunk.length < config.chunkSize) continue
+        // The chunk's first row names its messages: a resumed job makes the same chunks, which JetStream then stores once.
+        chunk ??= this.#startChunk(job, object, item.row)
+        await chunk.add(item)
+        // Chunks are exactly chunkSize rows from the first.
+        if (chunk.rows < config.chunkSize) continue
         await send(chunk)
-        chunk = []
+        chunk = undefined
       }
     }
-    if (chunk.length > 0) await send(chunk)
+    if (chunk) await send(chunk)
     await notePrevious()
     this.#checkpoint(job.id)
     await this.#awaitStored(job.id, object)
   }
 
-  /** Validates and publishes a chunk; resolves, once JetStream holds it, to noting it in the job (its counts, errors and checkpoint). */
-  async #publishChunk(job: BatchJob, object: string, chunk: PayloadItem[]): Promise<() => void> {
-    const { ingestor, registry, jobs } = this.#opts
+  /** A chunk starting at `firstRow`: its rows are checked and sent on their way as they are added. */
+  #startChunk(job: BatchJob, object: string, firstRow: number): Chunk {
+    const { ingestor, registry } = this.#opts
     const schema = registry.current(object)?.schema
     const idField = schema?.id_field
+    const batch = ingestor.batch(object, {
+      source: job.source,
+      actor: job.created_by,
+      updateSchema: job.update_schema,
+      evaluateRules: job.evaluate_rules,
+      jobId: job.id,
+      batchId: `${job.id}:${firstRow}`,
+    })
     const errors: RowError[] = []
     const rowError = (row: number, record: unknown, pointer: string, message: string) => {
       const key = idField && record && typeof record === 'object' ? (record as Record<string, unknown>)[idField] : undefined
       errors.push({ row, record_key: key === undefined || key === null ? null : String(key), pointer, message })
     }
-    const readable: { row: number; record: unknown }[] = []
-    for (const item of chunk) {
-      if ('unreadable' in item) rowError(item.row, undefined, '', item.unreadable)
-      else readable.push({ row: item.row, record: 'cells' in item ? typeCsvRecord(item.header, item.cells, schema) : item.record })
-    }
-    const outcome = await ingestor.acceptMany(
-      object,
-      readable.map((r) => r.record),
-      {
-        source: job.source,
-        actor: job.created_by,
-        updateSchema: job.update_schema,
-        evaluateRules: job.evaluate_rules,
-        jobId: job.id,
-        // The chunk's first row: a resumed job makes the same chunks, which JetStream then stores once.
-        batchId: `${job.id}:${chunk[0].row}`,
+    let rows = 0
+    let lastRow = firstRow
+    return {
+      batch,
+      get rows() {
+        return rows
       },
-    )
-    for (const { index, errors: recordErrors } of outcome.rejected) {
-      const { row, record } = readable[index]
-      for (const e of recordErrors) rowError(row, record, e.pointer, e.message)
+      async add(item) {
+        rows++
+        lastRow = item.row
+        if ('unreadable' in item) return rowError(item.row, undefined, '', item.unreadable)
+        const record = 'cells' in item ? typeCsvRecord(item.header, item.cells, schema) : item.record
+        for (const e of (await batch.add(record)) ?? []) rowError(item.row, record, e.pointer, e.message)
+      },
+      outcome: () => ({ accepted: batch.accepted, rejected: rows - batch.accepted, errors, checkpoint_row: lastRow }),
     }
-    errors.sort((a, b) => a.row - b.row)
-    return () =>
-      jobs.recordChunk(job.id, { accepted: outcome.accepted, rejected: chunk.length - outcome.accepted, errors, checkpoint_row: chunk[chunk.length - 1].row })
   }
 
   /** Asks the analytics store how many of the job's records it holds and the rule stage decided on, and notes it; the last counts if it does not answer. */
