@@ -63,7 +63,7 @@ export function encodeEnvelope(env: Envelope, recordJson?: string): Uint8Array {
 }
 
 /** A record message's data as text (the envelope's JSON). */
-export function envelopeText(data: Uint8Array): string {
+function envelopeText(data: Uint8Array): string {
   return Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8')
 }
 
@@ -89,6 +89,9 @@ export const ENVELOPE_BATCH_HEADERS = {
   receivedAt: 'Sluice-Received-At',
 } as const
 
+const OPEN_ARRAY = Buffer.from('[')
+const CLOSE_ARRAY = Buffer.from(']')
+
 /** Whether a record message holds an array of envelopes rather than one. */
 export function isEnvelopeBatch(data: Uint8Array): boolean {
   return data[0] === 0x5b // '['
@@ -111,8 +114,8 @@ export interface RecordMessage {
   receivedAt: number
   /** How many records it holds. */
   count: number
-  /** Its envelopes as a JSON array. */
-  envelopes: string
+  /** Its envelopes as a JSON array, UTF-8 (a batch's are the message's own bytes). */
+  envelopes: Uint8Array
 }
 
 /** How many records a record message holds, without parsing it: one, or what a batch's header says (0 without it). */
@@ -122,16 +125,21 @@ export function recordCountOf(m: { data: Uint8Array; headers?: MsgHdrs }): numbe
 
 /** Reads a record message's facts: a batch's from its headers and subject. Throws when it is neither form. */
 export function readRecordMessage(m: Pick<JsMsg, 'data' | 'subject' | 'headers'>): RecordMessage {
-  const text = envelopeText(m.data)
   if (!isEnvelopeBatch(m.data)) {
-    const env = decodeEnvelope(text)
-    return { object: env.object, schemaVersion: env.schema_version, receivedAt: env.received_at, count: 1, envelopes: `[${text}]` }
+    const env = decodeEnvelope(m.data)
+    return {
+      object: env.object,
+      schemaVersion: env.schema_version,
+      receivedAt: env.received_at,
+      count: 1,
+      envelopes: Buffer.concat([OPEN_ARRAY, m.data, CLOSE_ARRAY]),
+    }
   }
   const header = (name: string) => Number(m.headers?.get(name))
   const count = recordCountOf(m)
   const schemaVersion = header(ENVELOPE_BATCH_HEADERS.schemaVersion)
   const receivedAt = header(ENVELOPE_BATCH_HEADERS.receivedAt)
-  if (!(count >= 1 && count <= RECORDS_PER_MESSAGE && schemaVersion >= 1 && receivedAt > 0) || !text.endsWith(']'))
+  if (!(count >= 1 && count <= RECORDS_PER_MESSAGE && schemaVersion >= 1 && receivedAt > 0) || m.data[m.data.length - 1] !== CLOSE_ARRAY[0])
     throw new Error('a batch of envelopes without its headers')
-  return { object: objectOfSubject(m.subject), schemaVersion, receivedAt, count, envelopes: text }
+  return { object: objectOfSubject(m.subject), schemaVersion, receivedAt, count, envelopes: m.data }
 }

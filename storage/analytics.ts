@@ -23,8 +23,8 @@ export function recordSeq(streamSeq: number, position = 0): number {
 export interface EnvelopeRow {
   /** The record sequence of its first envelope: what makes a redelivered message recognisable. */
   seq: number
-  /** A JSON array of envelopes (pipeline/envelope.ts): DuckDB reads it, so the sink never converts a field. */
-  envelopes: string
+  /** A JSON array of envelopes (pipeline/envelope.ts), UTF-8: DuckDB reads it, so the sink never converts a field. */
+  envelopes: Uint8Array
 }
 
 /** Filters are field = value equality, all of them must hold. */
@@ -109,6 +109,9 @@ interface VersionRank {
   id: string
   over: string
 }
+
+const CLOSE_OBJECT = Buffer.from('}')
+const CLOSE_ARRAY = Buffer.from(']')
 
 const whereOf = (conditions: string[]) => (conditions.length > 0 ? ` WHERE ${conditions.join(' AND ')}` : '')
 
@@ -249,7 +252,12 @@ export class AnalyticsStore {
       insert = await this.#write.prepare(insertStatement(tableName(object), columns))
       this.#inserts.set(object, insert)
     }
-    insert.bindVarchar(1, `[${fresh.map((r) => `{"seq":${r.seq},"envs":${r.envelopes}}`).join(',')}]`)
+    // The messages' bytes become one string once: a string per message lived through the insert and was promoted
+    // to V8's old generation, where a batch job's sink made a third of what the event loop promoted.
+    const pieces: Uint8Array[] = []
+    for (const r of fresh) pieces.push(Buffer.from(`${pieces.length === 0 ? '[' : ','}{"seq":${r.seq},"envs":`), r.envelopes, CLOSE_OBJECT)
+    pieces.push(CLOSE_ARRAY)
+    insert.bindVarchar(1, Buffer.concat(pieces).toString('utf8'))
     insert.bindTimestamp(2, tsValue(Date.now()))
     const result = await insert.run()
     return Number(result.rowsChanged)

@@ -32,7 +32,7 @@ function envelope(n: number): string {
 
 /** The message at stream sequence `streamSeq`, holding records numbered from `first` on. */
 function message(streamSeq: number, first: number, count = 1): EnvelopeRow {
-  return { seq: recordSeq(streamSeq), envelopes: `[${Array.from({ length: count }, (_, i) => envelope(first + i)).join(',')}]` }
+  return { seq: recordSeq(streamSeq), envelopes: Buffer.from(`[${Array.from({ length: count }, (_, i) => envelope(first + i)).join(',')}]`) }
 }
 
 t.test('a message delivered twice, in one batch or across batches, is stored once', async (t) => {
@@ -85,14 +85,16 @@ t.test('the current view pages newest first, right when the newest rows are late
   ]
   const rows: EnvelopeRow[] = versions.map((v, n) => ({
     seq: recordSeq(n + 1),
-    envelopes: `[${envelopeJson({
-      record_id: `v-${n}`,
-      object: 'activity',
-      received_at: Date.now(),
-      source: 'api',
-      schema_version: 1,
-      record: { activity_id: `a-${v.id}`, account_id: v.account, event_type: 'login', occurred_at: new Date(v.at).toISOString() },
-    })}]`,
+    envelopes: Buffer.from(
+      `[${envelopeJson({
+        record_id: `v-${n}`,
+        object: 'activity',
+        received_at: Date.now(),
+        source: 'api',
+        schema_version: 1,
+        record: { activity_id: `a-${v.id}`, account_id: v.account, event_type: 'login', occurred_at: new Date(v.at).toISOString() },
+      })}]`,
+    ),
   }))
   for (let i = 0; i < rows.length; i += 1000) await store.append('activity', rows.slice(i, i + 1000))
   // What each id's current version is: the newest by its own time, then by arrival.
