@@ -218,15 +218,20 @@ export class RuleStage {
       h.set(DECISION_BATCH_HEADERS.counters, JSON.stringify(tally.rows()))
     }
     const stored = this.#outcomes.publish(SUBJECTS.decisionBatch(partition), Buffer.from(`[${batch.map((e) => e.json).join(',')}]`), h)
+    // Only what is needed once the batch is stored is kept until then: a batch job's decisions, held whole, lived
+    // through garbage collections and were most of what this thread promoted to the old generation.
+    const count = this.#counter(batch)
+    const announcements = ofBatchJob(batch[0].decision)
+      ? []
+      : batch.map(({ decision, json }) => ({ subject: SUBJECTS.decision(decision.object, decision.record_id), json, receivedAt: decision.received_at }))
     return Promise.all([stored, ...batch.flatMap((e) => e.alerts)]).then(() => {
       this.#failuresInARow = 0
       const now = Date.now()
-      for (const { decision, json } of batch) {
-        if (ofBatchJob(decision)) continue
-        this.#opts.nc.publish(SUBJECTS.decision(decision.object, decision.record_id), json)
-        this.#metrics.latency.observe((now - Date.parse(decision.received_at)) / 1000)
+      for (const { subject, json, receivedAt } of announcements) {
+        this.#opts.nc.publish(subject, json)
+        this.#metrics.latency.observe((now - Date.parse(receivedAt)) / 1000)
       }
-      this.#count(batch)
+      count()
     })
   }
 
@@ -235,8 +240,8 @@ export class RuleStage {
     return this.#outcomes.publish(subject, Buffer.from(json), outcomeHeaders(id))
   }
 
-  /** Counts a batch's decisions and evaluations: one metric update per label set, not one per record. */
-  #count(batch: readonly Evaluated[]): void {
+  /** Counts a batch's decisions and evaluations now; the returned call adds them to the metrics, one update per label set. */
+  #counter(batch: readonly Evaluated[]): () => void {
     const records = new Map<string, { object: string; decision: string; n: number }>()
     const evaluations = new Map<string, { rule_id: string; outcome: string; n: number }>()
     const now = Date.now()
@@ -261,8 +266,10 @@ export class RuleStage {
         )
       }
     }
-    for (const { object, decision, n } of records.values()) this.#metrics.records.inc({ object, decision }, n)
-    for (const { rule_id, outcome, n } of evaluations.values()) this.#metrics.evaluations.inc({ rule_id, outcome }, n)
+    return () => {
+      for (const { object, decision, n } of records.values()) this.#metrics.records.inc({ object, decision }, n)
+      for (const { rule_id, outcome, n } of evaluations.values()) this.#metrics.evaluations.inc({ rule_id, outcome }, n)
+    }
   }
 
   /** A newer rule set on file: swap it in, or, when it reads other features, rebuild the windows they need first. */
@@ -440,14 +447,17 @@ class PartitionRunner {
     if (!batch || batch.evaluated.length === 0) return
     this.#open = undefined
     const stored = this.#deps.publish(batch.evaluated)
+    // The evaluations are not kept until the batch is stored (see #publishBatch): only their count and messages.
+    const { messages } = batch
+    const records = batch.evaluated.length
     this.#settled = Promise.all([this.#settled, stored]).then(
       () => {
-        this.#unsettled -= batch.evaluated.length
-        if (batch.messages.length === 0) return
-        if (this.#failed) for (const msg of batch.messages) msg.nak()
-        else batch.messages[batch.messages.length - 1].ack()
+        this.#unsettled -= records
+        if (messages.length === 0) return
+        if (this.#failed) for (const msg of messages) msg.nak()
+        else messages[messages.length - 1].ack()
       },
-      (err) => this.#fail(err, batch.messages),
+      (err) => this.#fail(err, messages),
     )
   }
 
