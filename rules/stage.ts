@@ -212,15 +212,14 @@ export class RuleStage {
     const first = batch[0].decision.record_seq
     const last = batch[batch.length - 1].decision.record_seq
     const h = outcomeHeaders(`${partition}:${first}-${last}`)
-    if (ofBatchJob(batch[0].decision)) {
-      const tally = new CounterTally()
-      for (const { decision } of batch) tally.addDecision(decision)
-      h.set(DECISION_BATCH_HEADERS.counters, JSON.stringify(tally.rows()))
-    }
+    // Per-rule counts: what a batch job's message carries, and what the metrics are counted from.
+    const tally = new CounterTally()
+    for (const { decision } of batch) tally.addDecision(decision)
+    if (ofBatchJob(batch[0].decision)) h.set(DECISION_BATCH_HEADERS.counters, JSON.stringify(tally.rows()))
     const stored = this.#outcomes.publish(SUBJECTS.decisionBatch(partition), Buffer.from(`[${batch.map((e) => e.json).join(',')}]`), h)
     // Only what is needed once the batch is stored is kept until then: a batch job's decisions, held whole, lived
     // through garbage collections and were most of what this thread promoted to the old generation.
-    const count = this.#counter(batch)
+    const count = this.#counter(batch, tally)
     const announcements = ofBatchJob(batch[0].decision)
       ? []
       : batch.map(({ decision, json }) => ({ subject: SUBJECTS.decision(decision.object, decision.record_id), json, receivedAt: decision.received_at }))
@@ -240,22 +239,15 @@ export class RuleStage {
     return this.#outcomes.publish(subject, Buffer.from(json), outcomeHeaders(id))
   }
 
-  /** Counts a batch's decisions and evaluations now; the returned call adds them to the metrics, one update per label set. */
-  #counter(batch: readonly Evaluated[]): () => void {
+  /** Counts a batch's decisions now (its evaluations are in `tally`); the returned call adds them to the metrics, one update per label set. */
+  #counter(batch: readonly Evaluated[], tally: CounterTally): () => void {
     const records = new Map<string, { object: string; decision: string; n: number }>()
-    const evaluations = new Map<string, { rule_id: string; outcome: string; n: number }>()
     const now = Date.now()
     for (const { decision } of batch) {
       const recordKey = `${decision.object}\u0000${decision.decision}`
       const counted = records.get(recordKey)
       if (counted) counted.n++
       else records.set(recordKey, { object: decision.object, decision: decision.decision, n: 1 })
-      for (const e of decision.evaluations) {
-        const key = `${e.rule_id}\u0000${e.outcome}`
-        const evaluated = evaluations.get(key)
-        if (evaluated) evaluated.n++
-        else evaluations.set(key, { rule_id: e.rule_id, outcome: e.outcome, n: 1 })
-      }
       for (const failure of decision.errors) {
         const key = `${failure.rule_id}@${failure.rule_version}`
         if (now - (this.#errorsLoggedAt.get(key) ?? 0) < ERROR_LOG_INTERVAL_MS) continue
@@ -268,7 +260,10 @@ export class RuleStage {
     }
     return () => {
       for (const { object, decision, n } of records.values()) this.#metrics.records.inc({ object, decision }, n)
-      for (const { rule_id, outcome, n } of evaluations.values()) this.#metrics.evaluations.inc({ rule_id, outcome }, n)
+      for (const row of tally.rows()) {
+        const outcomes = { hit: row.hits, shadow_hit: row.shadow_hits, error: row.errors, miss: row.evaluations - row.hits - row.shadow_hits - row.errors }
+        for (const [outcome, n] of Object.entries(outcomes)) if (n > 0) this.#metrics.evaluations.inc({ rule_id: row.rule_id, outcome }, n)
+      }
     }
   }
 

@@ -138,6 +138,11 @@ t.test('rule stage in a running Sluice', async (t) => {
       return body.rules.find((r) => r.rule_id === 'vip-flag' && r.errors > 0)
     })
     t.ok(stats.errors >= 1, 'GET /rules/stats counts the error')
+    const metrics = (await (await s.request('GET', '/metrics')).text()).split('\n').filter((l) => l.startsWith('sluice_rule_evaluations_total{'))
+    const counted = (rule: string, outcome: string) =>
+      metrics.filter((l) => l.includes(`rule_id="${rule}"`) && l.includes(`outcome="${outcome}"`)).reduce((n, l) => n + Number(l.split(' ').pop()), 0)
+    t.ok(counted('vip-flag', 'error') >= 1, '/metrics counts the error by rule and outcome')
+    t.ok(counted('velocity-burst', 'miss') >= 1, 'and the misses, apart')
   })
 
   t.test('a backfilled record (evaluate_rules: false) is decided but raises no alert', async (t) => {
