@@ -195,8 +195,11 @@ t.test('a cancelled job stops and says so', async (t) => {
 })
 
 t.test('a job cancelled while it runs sends nothing more: every record it sent is counted in it', async (t) => {
-  const s = await startTestSluice(t, { config: { batch: { chunkSize: 20, pollIntervalMs: 20 } } })
-  const rows = [0, 1, 2, 3].flatMap((copy) => transactions.map((r) => ({ ...r, transaction_id: `${r.transaction_id}-c${copy}` })))
+  // Chunks large enough that some of their messages are full, and leave, before the chunk ends.
+  const s = await startTestSluice(t, { config: { batch: { chunkSize: 1000, pollIntervalMs: 20 } } })
+  const rows = Array.from({ length: 20 }, (_, copy) => copy).flatMap((copy) =>
+    transactions.map((r) => ({ ...r, transaction_id: `${r.transaction_id}-c${copy}` })),
+  )
   const id = await jobIdOf(await upload(s, rows.map((r) => JSON.stringify(r)).join('\n'), 'application/x-ndjson', '?object=transaction&evaluate_rules=false'))
   await eventually(
     async () => {

@@ -172,11 +172,6 @@ export class BatchWorker {
       note()
     }
     const send = async (full: Chunk) => {
-      // Nothing more goes out once the job is to be left: what went out is noted, then #checkpoint throws.
-      if (this.#interrupted(job.id)) {
-        await notePrevious()
-        this.#checkpoint(job.id)
-      }
       const sent = full.batch.publish().then(() => () => this.#opts.jobs.recordChunk(job.id, full.outcome()))
       // Its failure is thrown where it is awaited, once the chunk before is noted.
       sent.catch(() => {})
@@ -191,8 +186,16 @@ export class BatchWorker {
     for await (const items of readPayload(job.payload_path, job.format, { compressed: job.compressed, maxBytes: config.maxBytes })) {
       for (const item of items) {
         if (item.row <= job.checkpoint_row) continue
-        // The chunk's first row names its messages: a resumed job makes the same chunks, which JetStream then stores once.
-        chunk ??= this.#startChunk(job, object, item.row)
+        if (!chunk) {
+          // A chunk's messages go out as it is made, so a chunk once begun is finished and counted. Nothing more
+          // is begun once the job is to be left: what went out is noted, then #checkpoint throws.
+          if (this.#interrupted(job.id)) {
+            await notePrevious()
+            this.#checkpoint(job.id)
+          }
+          // The chunk's first row names its messages: a resumed job makes the same chunks, which JetStream then stores once.
+          chunk = this.#startChunk(job, object, item.row)
+        }
         await chunk.add(item)
         // Chunks are exactly chunkSize rows from the first.
         if (chunk.rows < config.chunkSize) continue
