@@ -206,14 +206,22 @@ export class BatchJobStore {
     })()
   }
 
-  /** Records one processed chunk at once: counters, the rejected rows, and the new checkpoint. */
-  recordChunk(id: string, chunk: { accepted: number; rejected: number; errors: RowError[]; checkpoint_row: number }): void {
-    this.#db.transaction(() => {
-      this.#db
-        .prepare('UPDATE batch_jobs SET accepted = accepted + ?, rejected = rejected + ?, checkpoint_row = ? WHERE id = ?')
-        .run(chunk.accepted, chunk.rejected, chunk.checkpoint_row, id)
+  /**
+   * Records one processed chunk at once: counters, the rejected rows, and the new checkpoint. Only for the worker
+   * holding the job, and only past the checkpoint: false, and nothing noted, when another worker took the job over
+   * (it makes the same chunk again) or the chunk was noted before.
+   */
+  recordChunk(id: string, workerId: string, chunk: { accepted: number; rejected: number; errors: RowError[]; checkpoint_row: number }): boolean {
+    return this.#db.transaction(() => {
+      const noted = this.#db
+        .prepare(
+          'UPDATE batch_jobs SET accepted = accepted + ?, rejected = rejected + ?, checkpoint_row = ? WHERE id = ? AND worker_id = ? AND checkpoint_row < ?',
+        )
+        .run(chunk.accepted, chunk.rejected, chunk.checkpoint_row, id, workerId, chunk.checkpoint_row)
+      if (noted.changes === 0) return false
       const insert = this.#db.prepare('INSERT INTO batch_errors (job_id, row, record_key, pointer, message) VALUES (?, ?, ?, ?, ?)')
       for (const e of chunk.errors) insert.run(id, e.row, e.record_key, e.pointer, e.message)
+      return true
     })()
   }
 

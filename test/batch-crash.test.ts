@@ -2,6 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { writeCsv } from '../fixtures/generate.ts'
+import { BatchJobStore, openStateDb } from '../storage/index.ts'
 import { startServe } from './helpers/cli.ts'
 import { eventually, startTestNats, tempDir } from './helpers/sluice.ts'
 
@@ -50,4 +51,30 @@ t.test('a job whose worker is killed mid-way completes after a restart, every re
   t.match(done, { state: 'completed', counts: { total: count, accepted: count, rejected: 0, stored: count } })
   const stats = (await (await fetch(`${second.url}/stats`, { headers })).json()) as { objects: { object: string; total: number }[] }
   t.equal(stats.objects.find((o) => o.object === 'transaction')?.total, count, 'analytics hold every record exactly once')
+})
+
+t.test('a worker whose job was taken over notes nothing of the chunk it was making; the new holder notes it once', async (t) => {
+  const jobs = new BatchJobStore(openStateDb(join(tempDir(t), 'state.db')))
+  const created = jobs.create({
+    object: 'transaction',
+    format: 'csv',
+    compressed: false,
+    source: 'api',
+    payload_path: '/nonexistent',
+    payload_bytes: 0,
+    payload_sha256: '',
+    update_schema: false,
+    evaluate_rules: true,
+    created_by: 'test',
+  })
+  const now = Date.now()
+  t.equal(jobs.claim('worker-a', 1000, now)?.id, created.id)
+  // worker-a stalls past its lease; worker-b takes the job over.
+  t.equal(jobs.claim('worker-b', 1000, now + 2000)?.id, created.id)
+  const chunk = { accepted: 9, rejected: 1, errors: [{ row: 4, record_key: 'tx-4', pointer: '/amount', message: 'expected a number' }], checkpoint_row: 10 }
+  t.equal(jobs.recordChunk(created.id, 'worker-a', chunk), false, 'the worker that lost the job is told so')
+  t.match(jobs.get(created.id), { accepted: 0, rejected: 0, checkpoint_row: 0 }, 'and notes nothing')
+  t.equal(jobs.recordChunk(created.id, 'worker-b', chunk), true)
+  t.equal(jobs.recordChunk(created.id, 'worker-b', chunk), false, 'a chunk is noted once')
+  t.match(jobs.get(created.id), { accepted: 9, rejected: 1, checkpoint_row: 10 })
 })

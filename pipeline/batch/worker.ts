@@ -172,7 +172,12 @@ export class BatchWorker {
       note()
     }
     const send = async (full: Chunk) => {
-      const sent = full.batch.publish().then(() => () => this.#opts.jobs.recordChunk(job.id, full.outcome()))
+      const sent = full.batch.publish().then(() => () => {
+        // Taken over meanwhile: the new holder makes this chunk again and notes it; this worker leaves the job.
+        if (this.#opts.jobs.recordChunk(job.id, this.#id, full.outcome())) return
+        this.#leaseLost = true
+        throw new JobInterrupted()
+      })
       // Its failure is thrown where it is awaited, once the chunk before is noted.
       sent.catch(() => {})
       await notePrevious()
