@@ -69,7 +69,8 @@ type Checked = Extract<AcceptOutcome, { status: 'rejected' }> | { status: 'valid
 
 /**
  * The one path every record takes into Sluice, whatever its source: validate against the schema on file
- * (evolving it when asked), then publish. HTTP, batch and file ingestion all call accept().
+ * (evolving it when asked), then publish. A POST calls accept(); batch jobs (uploads, SFTP drops, upload links)
+ * go through batch(), which checks each record the same way.
  */
 export class RecordIngestor {
   readonly #registry: SchemaRegistry
