@@ -147,12 +147,12 @@ export class RecordIngestor {
         if (bytes > maxBytes) return [{ pointer: '', message: `the record takes ${bytes} bytes as stored, over the ${maxBytes} a message can hold` }]
         const partition = partitionOf(record as Record<string, unknown>, validator.schema.id_field, RECORD_PARTITIONS)
         let message = open.get(partition)
-        if (message && (message.envelopes.length >= RECORDS_PER_MESSAGE || message.bytes + bytes + 1 > maxBytes)) {
-          send(partition, message)
-          message = { envelopes: [], bytes: 0, schemaVersion: 0, index: message.index + 1 }
+        // A new message when the partition has none open, or its open one cannot take this record (which sends it).
+        if (!message || message.envelopes.length >= RECORDS_PER_MESSAGE || message.bytes + bytes + 1 > maxBytes) {
+          if (message) send(partition, message)
+          message = { envelopes: [], bytes: 0, schemaVersion: 0, index: message ? message.index + 1 : 0 }
           open.set(partition, message)
         }
-        if (!message) open.set(partition, (message = { envelopes: [], bytes: 0, schemaVersion: 0, index: 0 }))
         message.envelopes.push(envelope)
         message.bytes += bytes + 1
         message.schemaVersion = Math.max(message.schemaVersion, validator.version)

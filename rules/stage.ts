@@ -213,14 +213,15 @@ export class RuleStage {
     const last = batch[batch.length - 1].decision.record_seq
     const h = outcomeHeaders(`${partition}:${first}-${last}`)
     // Per-rule counts: what a batch job's message carries, and what the metrics are counted from.
+    const ofJob = ofBatchJob(batch[0].decision)
     const tally = new CounterTally()
     for (const { decision } of batch) tally.addDecision(decision)
-    if (ofBatchJob(batch[0].decision)) h.set(DECISION_BATCH_HEADERS.counters, JSON.stringify(tally.rows()))
+    if (ofJob) h.set(DECISION_BATCH_HEADERS.counters, JSON.stringify(tally.rows()))
     const stored = this.#outcomes.publish(SUBJECTS.decisionBatch(partition), Buffer.from(`[${batch.map((e) => e.json).join(',')}]`), h)
     // Only what is needed once the batch is stored is kept until then: a batch job's decisions, held whole, lived
     // through garbage collections and were most of what this thread promoted to the old generation.
     const count = this.#counter(batch, tally)
-    const announcements = ofBatchJob(batch[0].decision)
+    const announcements = ofJob
       ? []
       : batch.map(({ decision, json }) => ({ subject: SUBJECTS.decision(decision.object, decision.record_id), json, receivedAt: decision.received_at }))
     return Promise.all([stored, ...batch.flatMap((e) => e.alerts)]).then(() => {
