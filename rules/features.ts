@@ -14,23 +14,61 @@ export interface FeatureDefinition extends FeatureSpec {
   windowMs: number
 }
 
-/** One record in a window: its own time, its stream sequence, and the field values features aggregate. */
-interface WindowEntry {
-  time: number
-  seq: number
-  values: Record<string, unknown>
-}
-
 /**
  * The records of one object that share one group value (an account, a device...), in (time, seq) order, and
  * each feature's running aggregate over them. Positions are absolute (index + `removed`), so evicting from the
  * front does not move what an aggregate counted; an insert before the end does, and bumps `reordered`.
+ *
+ * Kept column by column (times, sequences, one array per field read), not as an object per record: a window
+ * holds every record of its span (30 days of an account), and an object per record with its own values object
+ * and boxed numbers took about 140 bytes each of the rule thread's heap, and as many objects to mark.
  */
 class Group {
-  readonly entries: WindowEntry[] = []
+  readonly times: number[] = []
+  readonly seqs: number[] = []
+  /** The values of each field the series reads, by field name, at the same indices. */
+  readonly columns = new Map<string, unknown[]>()
   removed = 0
   reordered = 0
   readonly aggregates = new Map<string, RunningAggregate>()
+
+  constructor(fields: Iterable<string>) {
+    for (const field of fields) this.columns.set(field, [])
+  }
+
+  get length(): number {
+    return this.times.length
+  }
+
+  /** The values of `field`, by index (a field no feature of the series reads has none). */
+  column(field: string): unknown[] {
+    return this.columns.get(field) as unknown[]
+  }
+
+  /** Puts a record at `index`, each field's value taken from `read`. */
+  insert(index: number, time: number, seq: number, read: (field: string) => unknown): void {
+    if (index === this.times.length) {
+      this.times.push(time)
+      this.seqs.push(seq)
+      for (const [field, values] of this.columns) values.push(read(field))
+      return
+    }
+    this.times.splice(index, 0, time)
+    this.seqs.splice(index, 0, seq)
+    for (const [field, values] of this.columns) values.splice(index, 0, read(field))
+  }
+
+  /** Drops the records with a time before `time` from the front. */
+  evictBefore(time: number): void {
+    const { times } = this
+    let n = 0
+    while (n < times.length && times[n] < time) n++
+    if (n === 0) return
+    times.splice(0, n)
+    this.seqs.splice(0, n)
+    for (const values of this.columns.values()) values.splice(0, n)
+    this.removed += n
+  }
 }
 
 /** Records of one object grouped by one field: what every feature with that object and group_by reads. */
@@ -47,22 +85,22 @@ const seriesKey = (object: string, groupBy: string) => `${object}\u0000${groupBy
 /** Features with the same aggregate, field, window and exclusion read the same running state. */
 const aggregateKey = (f: FeatureDefinition) => `${f.aggregate}\u0000${f.field ?? ''}\u0000${f.windowMs}\u0000${f.exclude_current === true}`
 
-/** First index whose entry is after (time, seq) in (time, seq) order. */
-function upperBound(entries: WindowEntry[], time: number, seq: number): number {
+/** First index whose record is after (time, seq) in (time, seq) order. */
+function upperBound(group: Group, time: number, seq: number): number {
+  const { times, seqs } = group
   let lo = 0
-  let hi = entries.length
+  let hi = times.length
   while (lo < hi) {
     const mid = (lo + hi) >>> 1
-    const e = entries[mid]
-    if (e.time < time || (e.time === time && e.seq <= seq)) lo = mid + 1
+    if (times[mid] < time || (times[mid] === time && seqs[mid] <= seq)) lo = mid + 1
     else hi = mid
   }
   return lo
 }
 
-/** First index whose entry's time is after `time`. */
-function firstAfter(entries: WindowEntry[], time: number): number {
-  return upperBound(entries, time, Number.POSITIVE_INFINITY)
+/** First index whose record's time is after `time`. */
+function firstAfter(group: Group, time: number): number {
+  return upperBound(group, time, Number.POSITIVE_INFINITY)
 }
 
 /**
@@ -111,7 +149,7 @@ class MonotonicQueue {
 }
 
 /**
- * One feature's aggregate over a group's entries at absolute positions [from, to), moved forward as records
+ * One feature's aggregate over a group's records at absolute positions [from, to), moved forward as records
  * arrive in order: each entry is added once and removed once, instead of the whole window being read for
  * every record (quadratic for an account with many records in its window).
  */
@@ -133,8 +171,10 @@ class RunningAggregate {
   /** Moves the window to [from, to) (absolute positions), starting afresh when it cannot get there by moving forward. */
   moveTo(group: Group, from: number, to: number): void {
     if (this.reordered !== group.reordered || from < this.from || to < this.to || from > this.to || this.from < group.removed) this.#reset(group, from)
-    for (; this.from < from; this.from++) this.#remove(group.entries[this.from - group.removed].values)
-    for (; this.to < to; this.to++) this.#add(this.to, group.entries[this.to - group.removed].values)
+    // A count of records (no field) keeps no running state: aggregate() answers it from positions.
+    const values = group.column(this.feature.field as string)
+    for (; this.from < from; this.from++) this.#remove(values[this.from - group.removed])
+    for (; this.to < to; this.to++) this.#add(this.to, values[this.to - group.removed])
     this.min.dropBefore(from)
     this.max.dropBefore(from)
   }
@@ -146,8 +186,7 @@ class RunningAggregate {
     this.distinct.clear()
   }
 
-  #add(position: number, values: Record<string, unknown>): void {
-    const value = values[this.feature.field as string]
+  #add(position: number, value: unknown): void {
     if (value === null || value === undefined) return
     this.present++
     const op = this.feature.aggregate
@@ -162,8 +201,7 @@ class RunningAggregate {
     }
   }
 
-  #remove(values: Record<string, unknown>): void {
-    const value = values[this.feature.field as string]
+  #remove(value: unknown): void {
     if (value === null || value === undefined) return
     this.present--
     const op = this.feature.aggregate
@@ -181,9 +219,10 @@ class RunningAggregate {
   /** The sum of the numbers in the window: exact in units, else summed afresh in window order. */
   sum(group: Group): number {
     if (this.inexact === 0 && Number.isSafeInteger(this.units)) return this.units / SUM_SCALE
+    const values = group.column(this.feature.field as string)
     let sum = 0
     for (let i = this.from; i < this.to; i++) {
-      const value = group.entries[i - group.removed].values[this.feature.field as string]
+      const value = values[i - group.removed]
       if (typeof value === 'number') sum += value
     }
     return sum
@@ -191,7 +230,7 @@ class RunningAggregate {
 }
 
 /**
- * The feature's value over entries [from, to) of the group (indices), without the entry with `excludeSeq`.
+ * The feature's value over records [from, to) of the group (indices), without the one with `excludeSeq`.
  * The excluded record is the one just added, normally the window's last entry: the running aggregate then
  * covers the window without it, and takes it in on the next record. Anywhere else (it arrived late), the
  * window is read afresh.
@@ -204,8 +243,8 @@ function aggregate(feature: FeatureDefinition, group: Group | undefined, from: n
   const key = aggregateKey(feature)
   let running = group.aggregates.get(key)
   if (!running) group.aggregates.set(key, (running = new RunningAggregate(feature)))
-  const excludedLast = excludeSeq !== undefined && to > from && group.entries[to - 1].seq === excludeSeq
-  if (excludeSeq !== undefined && !excludedLast) return scanWindow(feature, group.entries, from, to, excludeSeq)
+  const excludedLast = excludeSeq !== undefined && to > from && group.seqs[to - 1] === excludeSeq
+  if (excludeSeq !== undefined && !excludedLast) return scanWindow(feature, group, from, to, excludeSeq)
   running.moveTo(group, from + group.removed, to - (excludedLast ? 1 : 0) + group.removed)
   switch (op) {
     case 'distinct_count':
@@ -223,11 +262,13 @@ function aggregate(feature: FeatureDefinition, group: Group | undefined, from: n
   }
 }
 
-/** The feature's value read from every entry of the window: for a record that arrived out of order. */
-function scanWindow(feature: FeatureDefinition, entries: WindowEntry[], from: number, to: number, excludeSeq: number): number | undefined {
-  const group = new Group()
-  group.entries.push(...entries.slice(from, to).filter((e) => e.seq !== excludeSeq))
-  return aggregate(feature, group, 0, group.entries.length, undefined)
+/** The feature's value read from every record of the window: for a record that arrived out of order. */
+function scanWindow(feature: FeatureDefinition, group: Group, from: number, to: number, excludeSeq: number): number | undefined {
+  const window = new Group(group.columns.keys())
+  for (let i = from; i < to; i++) {
+    if (group.seqs[i] !== excludeSeq) window.insert(window.length, group.times[i], group.seqs[i], (field) => group.column(field)[i])
+  }
+  return aggregate(feature, window, 0, window.length, undefined)
 }
 
 /**
@@ -269,18 +310,11 @@ export class FeatureWindows {
       if (key === null || key === undefined) continue
       const groupKey = String(key)
       let group = series.groups.get(groupKey)
-      if (!group) series.groups.set(groupKey, (group = new Group()))
-      const values: Record<string, unknown> = {}
-      for (const field of series.fields) values[field] = record[field]
-      const entry = { time, seq, values }
-      const { entries } = group
-      const last = entries[entries.length - 1]
-      if (!last || last.time < time || (last.time === time && last.seq < seq)) entries.push(entry)
-      else {
-        entries.splice(upperBound(entries, time, seq), 0, entry)
-        group.reordered++
-      }
-      evict(group, entries[entries.length - 1].time - series.spanMs - this.#lateMs)
+      if (!group) series.groups.set(groupKey, (group = new Group(series.fields)))
+      const at = upperBound(group, time, seq)
+      if (at < group.length) group.reordered++
+      group.insert(at, time, seq, (field) => record[field])
+      group.evictBefore(group.times[group.length - 1] - series.spanMs - this.#lateMs)
     }
     // Groups that stop receiving records are swept now and then, so an idle account's window does not stay forever.
     if (++this.#added % 10_000 === 0) this.#sweep(time)
@@ -290,8 +324,8 @@ export class FeatureWindows {
     for (const series of this.#series.values()) {
       const horizon = newest - series.spanMs - this.#lateMs
       for (const [key, group] of series.groups) {
-        evict(group, horizon)
-        if (group.entries.length === 0) series.groups.delete(key)
+        group.evictBefore(horizon)
+        if (group.length === 0) series.groups.delete(key)
       }
     }
   }
@@ -302,21 +336,12 @@ export class FeatureWindows {
     for (const f of features) {
       const key = record[f.group_by]
       const group = key === null || key === undefined ? undefined : this.#series.get(seriesKey(f.object, f.group_by))?.groups.get(String(key))
-      const from = group ? firstAfter(group.entries, time - f.windowMs) : 0
-      const to = group ? firstAfter(group.entries, time) : 0
+      const from = group ? firstAfter(group, time - f.windowMs) : 0
+      const to = group ? firstAfter(group, time) : 0
       const excludeSeq = group && f.exclude_current && f.object === object ? seq : undefined
       const value = aggregate(f, group, from, to, excludeSeq)
       if (value !== undefined) out[f.name] = value
     }
     return out
   }
-}
-
-function evict(group: Group, before: number): void {
-  const { entries } = group
-  let n = 0
-  while (n < entries.length && entries[n].time < before) n++
-  if (n === 0) return
-  entries.splice(0, n)
-  group.removed += n
 }
