@@ -1,11 +1,11 @@
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import type { JetStreamManager } from '@nats-io/jetstream'
 import { headers, type MsgHdrs } from '@nats-io/transport-node'
-import { ENVELOPE_BATCH_HEADERS, type Envelope, encodeEnvelope } from './envelope.ts'
+import { decodeEnvelope, ENVELOPE_BATCH_HEADERS, type Envelope, encodeEnvelope } from './envelope.ts'
 import { SluiceError } from './errors.ts'
 import type { SluiceNats } from './nats-connection.ts'
 import { type StreamAck, StreamPublisher } from './stream-publisher.ts'
-import { HEADERS, STREAMS, SUBJECTS } from './streams.ts'
+import { STREAMS, SUBJECTS } from './streams.ts'
 
 /** JetStream's answer for one record: where it is, and whether it was a retry of one already stored. */
 export interface PublishedRecord {
@@ -20,7 +20,16 @@ export interface PublishedRecord {
  */
 export function dedupId(object: string, recordJson: string, idempotencyKey?: string): string {
   if (idempotencyKey) return `${object}:key:${idempotencyKey}`
-  return `${object}:sha256:${createHash('sha256').update(recordJson).digest('base64url')}`
+  return `${object}:sha256:${hash('sha256', recordJson, 'base64url')}`
+}
+
+/** The record id of a stored single-record message, or undefined when it cannot be read. */
+function recordIdOf(data: Uint8Array): string | undefined {
+  try {
+    return decodeEnvelope(data).record_id
+  } catch {
+    return undefined
+  }
 }
 
 /** Publishes envelopes to the record stream and resolves only once JetStream has stored them. */
@@ -52,13 +61,12 @@ export class RecordPublisher {
 
   /** `recordJson` is `env.record` as JSON: the caller made it for the message id already. */
   async publish(env: Envelope, recordJson: string, msgId: string, partition: number): Promise<PublishedRecord> {
-    const h = headers()
-    h.set(HEADERS.recordId, env.record_id)
-    const ack = await this.#store(SUBJECTS.record(env.object, partition), encodeEnvelope(env, recordJson), msgId, h, 'the record was not stored')
+    const ack = await this.#store(SUBJECTS.record(env.object, partition), encodeEnvelope(env, recordJson), msgId, headers(), 'the record was not stored')
     if (!ack.duplicate) return { record_id: env.record_id, stream_seq: ack.seq, duplicate: false }
-    // A retry: answer with the id the first attempt was given.
+    // A retry: answer with the id the first attempt was given, read from its envelope (retries are rare; a
+    // header with the id on every message cost a visible share of a request).
     const original = await this.#jsm.streams.getMessage(STREAMS.records.name, { seq: ack.seq }).catch(() => null)
-    return { record_id: original?.header.get(HEADERS.recordId) || env.record_id, stream_seq: ack.seq, duplicate: true }
+    return { record_id: (original && recordIdOf(original.data)) || env.record_id, stream_seq: ack.seq, duplicate: true }
   }
 
   /**

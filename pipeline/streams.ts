@@ -93,8 +93,3 @@ export const RULE_CONSUMERS = {
 
 /** Queue group for the query responders, so a request is answered once. */
 export const QUERY_QUEUE = 'sluice-query'
-
-/** Message headers Sluice sets beside JetStream's own. */
-export const HEADERS = {
-  recordId: 'Sluice-Record-Id',
-} as const

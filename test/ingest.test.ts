@@ -196,10 +196,15 @@ t.test('messages on the record stream that hold no record are set aside; records
   batchHeaders.set(ENVELOPE_BATCH_HEADERS.count, '1')
   batchHeaders.set(ENVELOPE_BATCH_HEADERS.schemaVersion, '1')
   batchHeaders.set(ENVELOPE_BATCH_HEADERS.receivedAt, String(Date.now()))
-  // An array cut short, an array without its headers, and an object that is no envelope.
+  // An array cut short, an array without its headers, an object that is no envelope, and an envelope whose
+  // record is no object (the sink reads an envelope's other members without parsing its record).
   await js.publish(SUBJECTS.record('transaction', 3), '[{"record_id":"x"', { headers: batchHeaders })
   await js.publish(SUBJECTS.record('transaction', 3), '[]')
   await js.publish(SUBJECTS.record('transaction', 3), '{"hello":"world"}')
+  await js.publish(
+    SUBJECTS.record('transaction', 3),
+    `{"record_id":"y","object":"transaction","received_at":${Date.now()},"source":"api","schema_version":1,"record":"no"}`,
+  )
   const record = { ...sampleRecords().transaction, transaction_id: 'after-the-poison' }
   const res = await s.request('POST', '/transaction', record)
   t.equal(res.status, 202)
@@ -211,8 +216,8 @@ t.test('messages on the record stream that hold no record are set aside; records
     const text = await (await s.request('GET', '/metrics')).text()
     return Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)`, 'm').exec(text)?.[1] ?? 0)
   }
-  t.equal(await metric('sluice_sink_poison_messages_total'), 3, 'the sink terminated and counted all three')
-  t.equal(await metric('sluice_rule_poison_messages_total'), 3, 'so did the rule stage')
+  t.equal(await metric('sluice_sink_poison_messages_total'), 4, 'the sink terminated and counted all four')
+  t.equal(await metric('sluice_rule_poison_messages_total'), 4, 'so did the rule stage')
 })
 
 t.test('messages on the decision stream that hold no decisions are set aside; decisions after them are stored', async (t) => {
