@@ -241,8 +241,13 @@ export class AnalyticsStore {
       if (r.seq < min) min = r.seq
       if (r.seq > max) max = r.seq
     }
-    // A message's records are written together, so its first record being there means all of it is.
-    const seen = await this.#write.runAndReadAll(`SELECT _seq FROM ${tableName(object)} WHERE _seq BETWEEN ? AND ?`, [min, max])
+    // A message's records are written together, so its first record being there means all of it is. Only these
+    // messages' first records: the range between them also holds every record of the messages between them
+    // (partitions progress apart), which a batch job's writes read back by the tens of thousands.
+    const seen = await this.#write.runAndReadAll(
+      `SELECT _seq FROM ${tableName(object)} WHERE _seq BETWEEN ? AND ? AND _seq IN (SELECT unnest(CAST(? AS BIGINT[])))`,
+      [min, max, `[${rows.map((r) => r.seq).join(',')}]`],
+    )
     // A message redelivered while its first delivery is still in this batch appears twice: keep one.
     const stored = new Set((seen.getColumnsJS()[0] ?? []).map(Number))
     const fresh = rows.filter((r) => !stored.has(r.seq) && stored.add(r.seq))
