@@ -161,7 +161,10 @@ function sinkRole(ctx: RuntimeContext): Role {
     name: 'sink',
     async start() {
       for (const consumer of [CONSUMERS.analyticsSink, CONSUMERS.ruleOutcomeSink]) await resumeSinkConsumer(ctx.jsm, consumer, ctx.config)
-      store = await AnalyticsStore.open(join(ctx.config.dataDir, 'analytics.duckdb'))
+      store = await AnalyticsStore.open(join(ctx.config.dataDir, 'analytics.duckdb'), {
+        checkpointThresholdMb: ctx.config.sink.checkpointThresholdMb,
+        memoryLimitMb: ctx.config.sink.memoryLimitMb,
+      })
       sink = new AnalyticsSink({
         js: ctx.js,
         store,

@@ -146,9 +146,16 @@ export class AnalyticsStore {
     return this.#instance.connect()
   }
 
-  static async open(path: string): Promise<AnalyticsStore> {
+  /**
+   * `checkpointThresholdMb`: the write-ahead log's size that makes DuckDB checkpoint; `memoryLimitMb`: what DuckDB
+   * may hold in memory. DuckDB's defaults for those not given.
+   */
+  static async open(path: string, opts: { checkpointThresholdMb?: number; memoryLimitMb?: number } = {}): Promise<AnalyticsStore> {
     mkdirSync(dirname(path), { recursive: true })
-    const instance = await DuckDBInstance.create(path)
+    const instance = await DuckDBInstance.create(path, {
+      ...(opts.checkpointThresholdMb && { checkpoint_threshold: `${opts.checkpointThresholdMb}MB` }),
+      ...(opts.memoryLimitMb && { memory_limit: `${opts.memoryLimitMb}MB` }),
+    })
     const write = await instance.connect()
     await renumberStreamSeqs(write)
     return new AnalyticsStore(instance, write, await instance.connect())
