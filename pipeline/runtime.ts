@@ -181,7 +181,7 @@ function sinkRole(ctx: RuntimeContext): Role {
         js: ctx.js,
         store: outcomes,
         log,
-        batchSize: ctx.config.sink.batchSize,
+        batchSize: ctx.config.sink.decisionBatchSize,
         flushIntervalMs: ctx.config.sink.flushIntervalMs,
       })
       await outcomeSink.start()

@@ -18,6 +18,9 @@ export const STREAMS = {
   replay: { name: 'SLUICE_REPLAY', subjects: ['replay.>'] },
 } as const
 
+/** Most decisions in one SLUICE_DECISIONS message, well within NATS's default 1 MB payload. */
+export const MAX_BATCH_DECISIONS = 200
+
 /** Headers of a SLUICE_DECISIONS message beside its JSON array of decisions. */
 export const DECISION_BATCH_HEADERS = {
   /** A batch job's decisions leave out their evaluations: their per-rule counts, as JSON RuleCounterRow[]. */

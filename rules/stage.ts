@@ -5,7 +5,7 @@ import { Counter, Histogram, type Registry } from 'prom-client'
 import type { SluiceConfig } from '../pipeline/config.ts'
 import type { Logger } from '../pipeline/logger.ts'
 import { StreamPublisher } from '../pipeline/stream-publisher.ts'
-import { DECISION_BATCH_HEADERS, RULE_CONSUMERS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
+import { DECISION_BATCH_HEADERS, MAX_BATCH_DECISIONS, RULE_CONSUMERS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
 import { ensureConsumer } from '../pipeline/topology.ts'
 import { CounterTally, type Decision, type RuleStore, type SchemaRegistry } from '../storage/index.ts'
 import { type CompiledRuleSet, compileStoredRuleSet } from './rule-set.ts'
@@ -348,9 +348,6 @@ interface RunnerDeps {
  * connection as a slow consumer, which a rebuild under a batch job did when it pulled 2,000 messages).
  */
 const RULE_PULL_MESSAGES = 32
-
-/** Most decisions in one SLUICE_DECISIONS message, well within NATS's default 1 MB payload. */
-const MAX_BATCH_DECISIONS = 200
 
 interface OpenBatch {
   evaluated: Evaluated[]

@@ -2,7 +2,7 @@ import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstrea
 import type { MsgHdrs } from '@nats-io/transport-node'
 import type { DecisionAsStored, DecisionBatch, RuleCounterRow, RuleOutcomeStore } from '../../storage/index.ts'
 import type { Logger } from '../logger.ts'
-import { CONSUMERS, DECISION_BATCH_HEADERS } from '../streams.ts'
+import { CONSUMERS, DECISION_BATCH_HEADERS, MAX_BATCH_DECISIONS } from '../streams.ts'
 import { writeUntilStored } from './write-retry.ts'
 
 export interface RuleOutcomeSinkOptions {
@@ -40,8 +40,8 @@ export class RuleOutcomeSink {
 
   async start(): Promise<void> {
     const consumer = await this.#opts.js.consumers.get(CONSUMERS.ruleOutcomeSink.stream, CONSUMERS.ruleOutcomeSink.durable)
-    // A message holds up to 200 decisions: sixteen keep the sink busy without holding megabytes.
-    this.#messages = await consumer.consume({ max_messages: 16 })
+    // Two writes' worth: the next is in hand when a write ends. A message holds up to MAX_BATCH_DECISIONS.
+    this.#messages = await consumer.consume({ max_messages: Math.ceil((2 * this.#opts.batchSize) / MAX_BATCH_DECISIONS) })
     this.#loop = this.#consume(this.#messages)
   }
 
