@@ -43,7 +43,7 @@ export function createMetrics(opts: { processMetrics: boolean }) {
     }),
     freshness: new Histogram({
       name: 'sluice_freshness_seconds',
-      help: 'Time from receipt by ingress to being queryable in the analytics store.',
+      help: 'Time from receipt by ingress to being queryable in the analytics store, of records sent one at a time (a batch job has its own timings).',
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
       registers: [registry],
     }),

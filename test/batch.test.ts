@@ -235,6 +235,22 @@ t.test('where no rule stage runs, a job completes once its records are stored', 
   t.match(status, { state: 'completed', counts: { accepted: 5, stored: 5, evaluated: 0 } })
 })
 
+t.test("a job's records are counted by the sink but not in the real-time freshness histogram", async (t) => {
+  const nats = await startTestNats(t)
+  const s = await startTestSluice(t, { natsUrl: nats.url, config: { roles: ['ingress', 'sink', 'batch'] } })
+  const metric = async (name: string) => {
+    const text = await (await s.request('GET', '/metrics')).text()
+    return [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)$`, 'gm'))].reduce((sum, m) => sum + Number(m[1]), 0)
+  }
+  const status = await finished(s, await jobIdOf(await upload(s, JSON.stringify(transactions.slice(500, 530)), 'application/json', '?object=transaction')))
+  t.match(status, { state: 'completed', counts: { accepted: 30, stored: 30 } })
+  t.equal(await metric('sluice_sink_records_total'), 30, 'the sink counts the 30 records')
+  t.equal(await metric('sluice_freshness_seconds_count'), 0, 'the freshness histogram has none of them')
+  t.equal((await s.request('POST', '/transaction', transactions[530])).status, 202)
+  t.equal(await eventually(async () => ((await metric('sluice_freshness_seconds_count')) === 1 ? 1 : undefined)), 1, 'a real-time record is in it')
+  t.equal(await metric('sluice_sink_records_total'), 31)
+})
+
 t.test("a job's records are decided and their decisions stored, not announced one by one as a real-time record's is", async (t) => {
   const s = await startTestSluice(t)
   const nc = await connect({ servers: s.sluice.natsUrl })

@@ -1,6 +1,6 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream'
 import { type AnalyticsStore, type EnvelopeRow, recordSeq, type SchemaRegistry, type SchemaVersion } from '../../storage/index.ts'
-import { readRecordMessage, recordCountOf } from '../envelope.ts'
+import { isEnvelopeBatch, readRecordMessage, recordCountOf } from '../envelope.ts'
 import type { Logger } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 import { CONSUMERS } from '../streams.ts'
@@ -98,7 +98,7 @@ export class AnalyticsSink {
     this.#pendingRecords = 0
     const { store, metrics, log } = this.#opts
     const started = performance.now()
-    const byObject = new Map<string, { rows: EnvelopeRow[]; receivedAt: number[]; version: number }>()
+    const byObject = new Map<string, { rows: EnvelopeRow[]; records: number; receivedAt: number[]; version: number }>()
     let last: JsMsg | undefined
     for (const m of batch) {
       let read: ReturnType<typeof readRecordMessage>
@@ -112,11 +112,14 @@ export class AnalyticsSink {
         continue
       }
       let group = byObject.get(read.object)
-      if (!group) byObject.set(read.object, (group = { rows: [], receivedAt: [], version: 0 }))
+      if (!group) byObject.set(read.object, (group = { rows: [], records: 0, receivedAt: [], version: 0 }))
       last = m
       group.version = Math.max(group.version, read.schemaVersion)
       group.rows.push({ seq: recordSeq(m.seq), envelopes: read.envelopes })
-      for (let i = 0; i < read.count; i++) group.receivedAt.push(read.receivedAt)
+      group.records += read.count
+      // Freshness is the real-time path's: a batch job's records all carry the job's receipt, and would fill the
+      // histogram with the job's length (and cost an observation each, a million for a large job).
+      if (!isEnvelopeBatch(m.data)) group.receivedAt.push(read.receivedAt)
     }
     const written = await writeUntilStored(
       async () => {
@@ -132,7 +135,7 @@ export class AnalyticsSink {
     const now = Date.now()
     for (const [object, group] of byObject) {
       for (const receivedAt of group.receivedAt) metrics.freshness.observe((now - receivedAt) / 1000)
-      metrics.sinkRecords.inc({ object }, group.receivedAt.length)
+      metrics.sinkRecords.inc({ object }, group.records)
     }
     metrics.sinkBatchLatency.observe((performance.now() - started) / 1000)
   }
