@@ -269,7 +269,7 @@ export class AnalyticsStore {
     const pieces: Uint8Array[] = []
     for (const r of fresh) pieces.push(Buffer.from(`${pieces.length === 0 ? '[' : ','}{"seq":${r.seq},"envs":`), r.envelopes, CLOSE_OBJECT)
     pieces.push(CLOSE_ARRAY)
-    insert.bindVarchar(1, Buffer.concat(pieces).toString('utf8'))
+    insert.bindBlob(1, Buffer.concat(pieces))
     insert.bindTimestamp(2, tsValue(Date.now()))
     const result = await insert.run()
     return Number(result.rowsChanged)
@@ -445,7 +445,7 @@ function insertStatement(table: string, columns: Column[]): string {
     SELECT r.seq, r.env.record_id, make_timestamp(r.env.received_at * 1000), $2, r.env.source, r.env.schema_version, r.env.job_id${fieldValues.map((v) => `, ${v}`).join('')}
     FROM (
       SELECT m.seq + generate_subscripts(m.envs, 1) - 1 AS seq, json_transform(unnest(m.envs), '${JSON.stringify(spec).replaceAll("'", "''")}') AS env
-      FROM (SELECT CAST(value->>'seq' AS BIGINT) AS seq, json_extract(value, '$.envs[*]') AS envs FROM json_each($1::JSON)) m
+      FROM (SELECT CAST(value->>'seq' AS BIGINT) AS seq, json_extract(value, '$.envs[*]') AS envs FROM json_each(decode($1)::JSON)) m
     ) r`
 }
 
