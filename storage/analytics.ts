@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { type DuckDBConnection, DuckDBInstance, type DuckDBPreparedStatement, DuckDBTimestampValue } from '@duckdb/node-api'
@@ -269,7 +270,10 @@ export class AnalyticsStore {
     const pieces: Uint8Array[] = []
     for (const r of fresh) pieces.push(Buffer.from(`${pieces.length === 0 ? '[' : ','}{"seq":${r.seq},"envs":`), r.envelopes, CLOSE_OBJECT)
     pieces.push(CLOSE_ARRAY)
-    insert.bindBlob(1, Buffer.concat(pieces))
+    const bytes = Buffer.concat(pieces)
+    // decode() fails the whole insert on bytes that are not UTF-8, which only another publisher's message could
+    // hold: those are read as toString() reads them (a replacement character), as they were before.
+    insert.bindBlob(1, isUtf8(bytes) ? bytes : Buffer.from(bytes.toString('utf8')))
     insert.bindTimestamp(2, tsValue(Date.now()))
     const result = await insert.run()
     return Number(result.rowsChanged)

@@ -48,6 +48,25 @@ t.test('a message delivered twice, in one batch or across batches, is stored onc
   )
 })
 
+t.test("text reads back as sent, and bytes that are not UTF-8 (another publisher's) are stored with a replacement character", async (t) => {
+  const store = await AnalyticsStore.open(join(tempDir(t), 'a.duckdb'))
+  t.teardown(() => store.close())
+  await store.ensureTable(schema)
+  const withAccount = (n: number, account: string) => Buffer.from(envelope(n).replace('"account_id":"acc-1"', `"account_id":${JSON.stringify(account)}`))
+  const broken = withAccount(2, 'acc-XY')
+  const at = broken.indexOf('XY')
+  broken[at] = 0xff // a byte that starts no UTF-8 sequence
+  const row = (streamSeq: number, env: Buffer): EnvelopeRow => ({
+    seq: recordSeq(streamSeq),
+    envelopes: Buffer.concat([Buffer.from('['), env, Buffer.from(']')]),
+  })
+  t.equal(await store.append('activity', [row(1, withAccount(1, 'Zürich ☕ "q" \\ 😀')), row(2, broken)]), 2, 'both are stored')
+  const accounts = async (n: number) =>
+    (await store.queryRecords({ object: 'activity', limit: 10, view: 'history', filters: { record_id: `r-${n}` } })).records[0].data.account_id
+  t.equal(await accounts(1), 'Zürich ☕ "q" \\ 😀')
+  t.equal(await accounts(2), 'acc-\ufffdY')
+})
+
 t.test("a batch job's message stores each of its records, numbered by place, once", async (t) => {
   const store = await AnalyticsStore.open(join(tempDir(t), 'a.duckdb'))
   t.teardown(() => store.close())
