@@ -303,16 +303,9 @@ export class AnalyticsStore {
     let rows: Record<string, unknown>[]
     if (q.view === 'history')
       rows = await this.#rows(`SELECT * FROM ${tableName(q.object)}${whereOf([...matches, ...below])} ORDER BY _seq DESC LIMIT ${limit}`, values)
-    else if (matches.length > 0) {
-      // The filters' values go in twice: to pick the ids, then to test their current versions.
-      const ids = `IN (SELECT ${rank.id} FROM ${tableName(q.object)}${whereOf(matches)})`
+    else
       rows =
-        (await this.#newestCurrent(q.object, rank, { matches, values }, below, limit)) ??
-        (await this.#currentPage(q.object, rank, ids, [...matches, ...below], limit, [...values, ...values]))
-    } else
-      rows =
-        (await this.#newestCurrent(q.object, rank, { matches: [], values: [] }, below, limit)) ??
-        (await this.#rows(`SELECT * FROM ${currentViewName(q.object)}${whereOf(below)} ORDER BY _seq DESC LIMIT ${limit}`, []))
+        (await this.#newestCurrent(q.object, rank, matches, values, below, limit)) ?? (await this.#anyCurrent(q.object, rank, matches, values, below, limit))
     const page = rows.slice(0, q.limit).map((row) => toView(row, columns))
     return {
       object: q.object,
@@ -350,22 +343,37 @@ export class AnalyticsStore {
     )
   }
 
+  /** A page of the current view from every id that matches, or from the whole view when unfiltered. */
+  #anyCurrent(
+    object: string,
+    rank: VersionRank,
+    matches: string[],
+    values: (string | number)[],
+    below: string[],
+    limit: number,
+  ): Promise<Record<string, unknown>[]> {
+    if (matches.length === 0) return this.#rows(`SELECT * FROM ${currentViewName(object)}${whereOf(below)} ORDER BY _seq DESC LIMIT ${limit}`, [])
+    // The filters' values go in twice: to pick the ids, then to test their current versions.
+    const ids = `IN (SELECT ${rank.id} FROM ${tableName(object)}${whereOf(matches)})`
+    return this.#currentPage(object, rank, ids, [...matches, ...below], limit, [...values, ...values])
+  }
+
   /**
-   * The newest page of the current view, filtered by `filter` or not (the dashboard's Records page). Any current
+   * The newest page of the current view, filtered by `matches` (with `values`) or not (the dashboard's Records page). Any current
    * version that matches and is newer than the `candidates`-th newest matching row (the floor) is itself one of
    * those rows, so ranking only the versions of their ids finds every such version above the floor; when there
    * are a page of them, they are the page. Otherwise more candidates are taken, then undefined: the caller ranks
-   * every matching id. A filter most rows match made that ranking the slow case (285 ms a page at a million rows).
+   * every matching id (#anyCurrent). A filter most rows match made that ranking the slow case (285 ms a page at a million rows).
    */
   async #newestCurrent(
     object: string,
     rank: VersionRank,
-    filter: { matches: string[]; values: (string | number)[] },
+    matches: string[],
+    values: (string | number)[],
     below: string[],
     limit: number,
   ): Promise<Record<string, unknown>[] | undefined> {
     const table = tableName(object)
-    const { matches, values } = filter
     for (let candidates = NEWEST_CANDIDATES; candidates <= MAX_NEWEST_CANDIDATES; candidates *= 8) {
       const [top] = await this.#rows(
         `SELECT min(_seq) AS floor, count(*) AS n FROM (SELECT _seq FROM ${table}${whereOf([...matches, ...below])} ORDER BY _seq DESC LIMIT ${candidates})`,
