@@ -122,6 +122,16 @@ export const currentViewName = (object: string) => `current_${object}`
 const quote = (ident: string) => `"${ident}"`
 const tsValue = (ms: number) => new DuckDBTimestampValue(BigInt(Math.round(ms)) * 1000n)
 
+/** A page of an object's current view: its filters (`matches`, with `values`), cursor condition (`below`) and size. */
+interface CurrentPageQuery {
+  object: string
+  rank: VersionRank
+  matches: string[]
+  values: (string | number)[]
+  below: string[]
+  limit: number
+}
+
 /**
  * The columnar store: one append-only DuckDB table per object, typed columns from its schema plus metadata
  * columns. DuckDB allows one process per file, so only the analytics sink opens it; others query through it.
@@ -303,9 +313,10 @@ export class AnalyticsStore {
     let rows: Record<string, unknown>[]
     if (q.view === 'history')
       rows = await this.#rows(`SELECT * FROM ${tableName(q.object)}${whereOf([...matches, ...below])} ORDER BY _seq DESC LIMIT ${limit}`, values)
-    else
-      rows =
-        (await this.#newestCurrent(q.object, rank, matches, values, below, limit)) ?? (await this.#anyCurrent(q.object, rank, matches, values, below, limit))
+    else {
+      const current: CurrentPageQuery = { object: q.object, rank, matches, values, below, limit }
+      rows = (await this.#newestCurrent(current)) ?? (await this.#anyCurrent(current))
+    }
     const page = rows.slice(0, q.limit).map((row) => toView(row, columns))
     return {
       object: q.object,
@@ -344,14 +355,7 @@ export class AnalyticsStore {
   }
 
   /** A page of the current view from every id that matches, or from the whole view when unfiltered. */
-  #anyCurrent(
-    object: string,
-    rank: VersionRank,
-    matches: string[],
-    values: (string | number)[],
-    below: string[],
-    limit: number,
-  ): Promise<Record<string, unknown>[]> {
+  #anyCurrent({ object, rank, matches, values, below, limit }: CurrentPageQuery): Promise<Record<string, unknown>[]> {
     if (matches.length === 0) return this.#rows(`SELECT * FROM ${currentViewName(object)}${whereOf(below)} ORDER BY _seq DESC LIMIT ${limit}`, [])
     // The filters' values go in twice: to pick the ids, then to test their current versions.
     const ids = `IN (SELECT ${rank.id} FROM ${tableName(object)}${whereOf(matches)})`
@@ -365,14 +369,7 @@ export class AnalyticsStore {
    * are a page of them, they are the page. Otherwise more candidates are taken, then undefined: the caller ranks
    * every matching id (#anyCurrent). A filter most rows match made that ranking the slow case (285 ms a page at a million rows).
    */
-  async #newestCurrent(
-    object: string,
-    rank: VersionRank,
-    matches: string[],
-    values: (string | number)[],
-    below: string[],
-    limit: number,
-  ): Promise<Record<string, unknown>[] | undefined> {
+  async #newestCurrent({ object, rank, matches, values, below, limit }: CurrentPageQuery): Promise<Record<string, unknown>[] | undefined> {
     const table = tableName(object)
     for (let candidates = NEWEST_CANDIDATES; candidates <= MAX_NEWEST_CANDIDATES; candidates *= 8) {
       const [top] = await this.#rows(
