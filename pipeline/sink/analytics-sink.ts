@@ -1,10 +1,18 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream'
 import { type AnalyticsStore, type EnvelopeRow, recordSeq, type SchemaRegistry, type SchemaVersion } from '../../storage/index.ts'
-import { isEnvelopeBatch, readRecordMessage, recordCountOf } from '../envelope.ts'
+import { isEnvelopeBatch, readRecordMessage } from '../envelope.ts'
 import type { Logger } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 import { CONSUMERS } from '../streams.ts'
 import { writeUntilStored } from './write-retry.ts'
+
+/** One object's records among the pending messages. */
+interface PendingGroup {
+  rows: EnvelopeRow[]
+  records: number
+  receivedAt: number[]
+  version: number
+}
 
 export interface AnalyticsSinkOptions {
   js: JetStreamClient
@@ -28,7 +36,12 @@ export class AnalyticsSink {
   readonly #opts: AnalyticsSinkOptions
   #messages?: ConsumerMessages
   #loop?: Promise<void>
-  #pending: JsMsg[] = []
+  /**
+   * What the messages taken since the last write hold, read as they arrive: only the last message is kept (a
+   * batch is acked through it), so the rest die young instead of being copied by every scavenge until the write.
+   */
+  #pending = new Map<string, PendingGroup>()
+  #last?: JsMsg
   /** Records the pending messages hold: a batch job's message holds many. */
   #pendingRecords = 0
   #timer?: NodeJS.Timeout
@@ -53,8 +66,7 @@ export class AnalyticsSink {
 
   async #consume(messages: ConsumerMessages): Promise<void> {
     for await (const m of messages) {
-      this.#pending.push(m)
-      this.#pendingRecords += recordCountOf(m)
+      if (!this.#take(m)) continue
       if (this.#pendingRecords >= this.#opts.batchSize) await this.#flush()
       else this.#timer ??= setTimeout(() => void this.#flush(), this.#opts.flushIntervalMs)
     }
@@ -89,38 +101,42 @@ export class AnalyticsSink {
     this.#tableVersions.set(object, current.version)
   }
 
+  /** Reads a message into the pending groups; false for poison, which is terminated. */
+  #take(m: JsMsg): boolean {
+    let read: ReturnType<typeof readRecordMessage>
+    try {
+      read = readRecordMessage(m)
+    } catch (err) {
+      // Poison: redelivery cannot fix it. Terminate, and say so where an operator looks.
+      this.#opts.log.error({ err, seq: m.seq, subject: m.subject }, 'analytics sink: undecodable message terminated')
+      this.#opts.metrics.sinkPoison.inc()
+      m.term('undecodable envelope')
+      return false
+    }
+    let group = this.#pending.get(read.object)
+    if (!group) this.#pending.set(read.object, (group = { rows: [], records: 0, receivedAt: [], version: 0 }))
+    this.#last = m
+    group.version = Math.max(group.version, read.schemaVersion)
+    group.rows.push({ seq: recordSeq(m.seq), envelopes: read.envelopes })
+    group.records += read.count
+    this.#pendingRecords += read.count
+    // Freshness is the real-time path's: a batch job's records all carry the job's receipt, and would fill the
+    // histogram with the job's length (and cost an observation each, a million for a large job).
+    if (!isEnvelopeBatch(m.data)) group.receivedAt.push(read.receivedAt)
+    return true
+  }
+
   async #writeBatch(): Promise<void> {
     clearTimeout(this.#timer)
     this.#timer = undefined
-    const batch = this.#pending
-    if (batch.length === 0) return
-    this.#pending = []
+    const byObject = this.#pending
+    const last = this.#last
+    if (!last) return
+    this.#pending = new Map()
+    this.#last = undefined
     this.#pendingRecords = 0
     const { store, metrics, log } = this.#opts
     const started = performance.now()
-    const byObject = new Map<string, { rows: EnvelopeRow[]; records: number; receivedAt: number[]; version: number }>()
-    let last: JsMsg | undefined
-    for (const m of batch) {
-      let read: ReturnType<typeof readRecordMessage>
-      try {
-        read = readRecordMessage(m)
-      } catch (err) {
-        // Poison: redelivery cannot fix it. Terminate, and say so where an operator looks.
-        log.error({ err, seq: m.seq, subject: m.subject }, 'analytics sink: undecodable message terminated')
-        metrics.sinkPoison.inc()
-        m.term('undecodable envelope')
-        continue
-      }
-      let group = byObject.get(read.object)
-      if (!group) byObject.set(read.object, (group = { rows: [], records: 0, receivedAt: [], version: 0 }))
-      last = m
-      group.version = Math.max(group.version, read.schemaVersion)
-      group.rows.push({ seq: recordSeq(m.seq), envelopes: read.envelopes })
-      group.records += read.count
-      // Freshness is the real-time path's: a batch job's records all carry the job's receipt, and would fill the
-      // histogram with the job's length (and cost an observation each, a million for a large job).
-      if (!isEnvelopeBatch(m.data)) group.receivedAt.push(read.receivedAt)
-    }
     const written = await writeUntilStored(
       async () => {
         for (const [object, group] of byObject) {
@@ -131,7 +147,7 @@ export class AnalyticsSink {
       { log, what: 'analytics sink', stopped: this.#stopped.signal },
     )
     if (!written) return
-    last?.ack()
+    last.ack()
     const now = Date.now()
     for (const [object, group] of byObject) {
       for (const receivedAt of group.receivedAt) metrics.freshness.observe((now - receivedAt) / 1000)
