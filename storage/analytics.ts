@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer'
-import { mkdirSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import { type DuckDBConnection, DuckDBInstance, type DuckDBPreparedStatement, DuckDBTimestampValue } from '@duckdb/node-api'
 import { duckdbType, type FieldType, type ObjectSchemaDoc } from './object-schema.ts'
 
@@ -111,6 +111,7 @@ interface VersionRank {
   over: string
 }
 
+const CLOSE_LINE = Buffer.from('}\n')
 const CLOSE_OBJECT = Buffer.from('}')
 const CLOSE_ARRAY = Buffer.from(']')
 
@@ -141,15 +142,19 @@ export class AnalyticsStore {
   readonly #write: DuckDBConnection
   readonly #read: DuckDBConnection
   readonly #columns = new Map<string, Column[]>()
-  /** Each object's insert statement, made anew when its table changes. */
-  readonly #inserts = new Map<string, DuckDBPreparedStatement>()
+  /** Each object's insert statements, made anew when its table changes. */
+  readonly #inserts = new Map<string, InsertStatements>()
+  /** The file a write's records are handed to DuckDB through (appendFile); one per store, so writes take turns. */
+  readonly #appendFile: string
+  #appending: Promise<unknown> = Promise.resolve()
   /** How each object's current view ranks versions. */
   readonly #versionRanks = new Map<string, VersionRank>()
 
-  private constructor(instance: DuckDBInstance, write: DuckDBConnection, read: DuckDBConnection) {
+  private constructor(instance: DuckDBInstance, write: DuckDBConnection, read: DuckDBConnection, appendFile: string) {
     this.#instance = instance
     this.#write = write
     this.#read = read
+    this.#appendFile = appendFile
   }
 
   /** Another connection to the same file, for other parts of the sink role (rule outcomes) that keep their own tables. */
@@ -169,7 +174,7 @@ export class AnalyticsStore {
     })
     const write = await instance.connect()
     await renumberStreamSeqs(write)
-    return new AnalyticsStore(instance, write, await instance.connect())
+    return new AnalyticsStore(instance, write, await instance.connect(), join(dirname(path), `${basename(path)}.append.ndjson`))
   }
 
   /**
@@ -246,10 +251,18 @@ export class AnalyticsStore {
   /**
    * Appends the records of messages not stored yet (nor earlier in the same batch), so a redelivered message
    * adds nothing twice. Returns how many rows were written. The table must exist (ensureTable).
-   * The rows go to DuckDB as one JSON array that it parses and converts itself (insertStatement): measured
-   * (README) at a fifth of the CPU of an appender, which also held the event loop for every value.
+   * DuckDB reads and converts the records itself (a fifth of the CPU of an appender, which also held the event
+   * loop for every value): from a file of one line per message (read_ndjson, about a third less CPU a row than
+   * the same JSON as a parameter); a value that does not convert to its column's type fails that read, and the
+   * write is made again from a parameter, where it becomes null (docs/performance.md).
    */
-  async append(object: string, rows: EnvelopeRow[]): Promise<number> {
+  append(object: string, rows: EnvelopeRow[]): Promise<number> {
+    const appended = this.#appending.then(() => this.#append(object, rows))
+    this.#appending = appended.catch(() => {})
+    return appended
+  }
+
+  async #append(object: string, rows: EnvelopeRow[]): Promise<number> {
     const columns = this.#columns.get(object)
     if (!columns) throw new Error(`no analytics table for ${object}`)
     if (rows.length === 0) return 0
@@ -272,21 +285,30 @@ export class AnalyticsStore {
     if (fresh.length === 0) return 0
     let insert = this.#inserts.get(object)
     if (!insert) {
-      insert = await this.#write.prepare(insertStatement(tableName(object), columns))
+      // DuckDB reads the file when it prepares the statement.
+      writeFileSync(this.#appendFile, '')
+      insert = {
+        fromFile: await this.#write.prepare(insertStatement(tableName(object), columns, { file: this.#appendFile })),
+        fromParameter: await this.#write.prepare(insertStatement(tableName(object), columns, 'parameter')),
+      }
       this.#inserts.set(object, insert)
     }
-    // The messages' bytes become one string once: a string per message lived through the insert and was promoted
-    // to V8's old generation, where a batch job's sink made a third of what the event loop promoted.
-    const pieces: Uint8Array[] = []
-    for (const r of fresh) pieces.push(Buffer.from(`${pieces.length === 0 ? '[' : ','}{"seq":${r.seq},"envs":`), r.envelopes, CLOSE_OBJECT)
-    pieces.push(CLOSE_ARRAY)
-    const bytes = Buffer.concat(pieces)
-    // decode() fails the whole insert on bytes that are not UTF-8, which only another publisher's message could
-    // hold: those are read as toString() reads them (a replacement character), as they were before.
-    insert.bindBlob(1, isUtf8(bytes) ? bytes : Buffer.from(bytes.toString('utf8')))
-    insert.bindTimestamp(2, tsValue(Date.now()))
-    const result = await insert.run()
-    return Number(result.rowsChanged)
+    const storedAt = tsValue(Date.now())
+    const lines = Buffer.concat(fresh.flatMap((r) => [Buffer.from(`{"seq":${r.seq},"envs":`), r.envelopes, CLOSE_LINE]))
+    if (isUtf8(lines)) {
+      writeFileSync(this.#appendFile, lines)
+      insert.fromFile.bindTimestamp(1, storedAt)
+      const fromFile = await insert.fromFile.run().catch(() => undefined)
+      if (fromFile) return Number(fromFile.rowsChanged)
+    }
+    // The same messages as a JSON array. decode() fails the whole insert on bytes that are not UTF-8, which only
+    // another publisher's message could hold: those are read as toString() reads them (a replacement character).
+    const array = Buffer.concat(
+      fresh.flatMap((r, i) => [Buffer.from(`${i === 0 ? '[' : ','}{"seq":${r.seq},"envs":`), r.envelopes, CLOSE_OBJECT]).concat(CLOSE_ARRAY),
+    )
+    insert.fromParameter.bindTimestamp(1, storedAt)
+    insert.fromParameter.bindBlob(2, isUtf8(array) ? array : Buffer.from(array.toString('utf8')))
+    return Number((await insert.fromParameter.run()).rowsChanged)
   }
 
   async queryRecords(q: RecordQuery): Promise<RecordPage> {
@@ -418,6 +440,7 @@ export class AnalyticsStore {
     this.#write.closeSync()
     this.#read.closeSync()
     this.#instance.closeSync()
+    rmSync(this.#appendFile, { force: true })
   }
 }
 
@@ -438,23 +461,44 @@ const FIELD_READERS: Record<FieldType, { json: string; column: (value: string) =
   json: { json: 'JSON', column: (v) => `CAST(${v} AS VARCHAR)` },
 }
 
+/** Each object's insert, from the append file or, when a value there does not convert, from a parameter. */
+interface InsertStatements {
+  fromFile: DuckDBPreparedStatement
+  fromParameter: DuckDBPreparedStatement
+}
+
+const sqlString = (text: string) => `'${text.replaceAll("'", "''")}'`
+
+/** A json_transform spec (a type name, or an object of them) as the SQL type it makes. */
+function structType(spec: string | { [field: string]: string | object }): string {
+  if (typeof spec === 'string') return spec
+  return `STRUCT(${Object.entries(spec)
+    .map(([name, type]) => `${quote(name)} ${structType(type as string | { [field: string]: string | object })}`)
+    .join(', ')})`
+}
+
 /**
- * The insert of a batch of record messages: parameter 1 is a JSON array of `{seq, envs}` (the first record's
- * sequence, the message's envelopes), 2 the time stored; a record's sequence counts on from its message's by
- * its place in it. Unnesting a list of the envelopes measured 1.4 µs per record; a lateral json_each over them
- * grew with the message's size (60-130 µs per record at 1,000 to a message). A value that does not convert to
- * its column's type (one sent under an older schema version) becomes null rather than fail the batch, as the
- * appender's conversions did.
+ * The insert of a batch of record messages `{seq, envs}` (the first record's sequence, the message's envelopes):
+ * one a line in `file`, or a JSON array of them in parameter 2; parameter 1 is the time stored. A record's
+ * sequence counts on from its message's by its place in it. Unnesting a list of the envelopes measured 1.4 µs per
+ * record; a lateral json_each over them grew with the message's size (60-130 µs per record at 1,000 to a message).
+ * From the parameter, a value that does not convert to its column's type (one sent under an older schema version)
+ * becomes null rather than fail the batch; read_ndjson fails instead, and append() then uses the parameter.
  */
-function insertStatement(table: string, columns: Column[]): string {
+function insertStatement(table: string, columns: Column[], from: { file: string } | 'parameter'): string {
   const recordSpec = Object.fromEntries(columns.map((c) => [c.name, FIELD_READERS[c.type].json]))
   const spec = { record_id: 'VARCHAR', received_at: 'BIGINT', source: 'VARCHAR', schema_version: 'INTEGER', job_id: 'VARCHAR', record: recordSpec }
   const fieldValues = columns.map((c) => FIELD_READERS[c.type].column(`r.env.record.${quote(c.name)}`))
+  const records =
+    from === 'parameter'
+      ? `SELECT m.seq + generate_subscripts(m.envs, 1) - 1 AS seq, json_transform(unnest(m.envs), ${sqlString(JSON.stringify(spec))}) AS env
+      FROM (SELECT CAST(value->>'seq' AS BIGINT) AS seq, json_extract(value, '$.envs[*]') AS envs FROM json_each(decode($2)::JSON)) m`
+      : `SELECT m.seq + generate_subscripts(m.envs, 1) - 1 AS seq, unnest(m.envs) AS env
+      FROM read_ndjson(${sqlString(from.file)}, columns = {seq: 'BIGINT', envs: ${sqlString(`${structType(spec)}[]`)}}) m`
   return `INSERT INTO ${table} (_seq, _record_id, _received_at, _stored_at, _source, _schema_version, _job_id${columns.map((c) => `, ${quote(c.name)}`).join('')})
-    SELECT r.seq, r.env.record_id, make_timestamp(r.env.received_at * 1000), $2, r.env.source, r.env.schema_version, r.env.job_id${fieldValues.map((v) => `, ${v}`).join('')}
+    SELECT r.seq, r.env.record_id, make_timestamp(r.env.received_at * 1000), $1, r.env.source, r.env.schema_version, r.env.job_id${fieldValues.map((v) => `, ${v}`).join('')}
     FROM (
-      SELECT m.seq + generate_subscripts(m.envs, 1) - 1 AS seq, json_transform(unnest(m.envs), '${JSON.stringify(spec).replaceAll("'", "''")}') AS env
-      FROM (SELECT CAST(value->>'seq' AS BIGINT) AS seq, json_extract(value, '$.envs[*]') AS envs FROM json_each(decode($1)::JSON)) m
+      ${records}
     ) r`
 }
 

@@ -67,6 +67,28 @@ t.test("text reads back as sent, and bytes that are not UTF-8 (another publisher
   t.equal(await accounts(2), 'acc-\ufffdY')
 })
 
+t.test('a value that does not convert to its column (sent under an older schema version) is stored as null, with the rest of its batch', async (t) => {
+  const store = await AnalyticsStore.open(join(tempDir(t), 'a.duckdb'))
+  t.teardown(() => store.close())
+  await store.ensureTable(schema)
+  const withSuccess = (n: number, success: string) => Buffer.from(`[${envelope(n).replace('"account_id"', `"success":${success},"account_id"`)}]`)
+  const rows: EnvelopeRow[] = [
+    { seq: recordSeq(1), envelopes: withSuccess(1, 'true') },
+    { seq: recordSeq(2), envelopes: withSuccess(2, '"not a boolean"') },
+    { seq: recordSeq(3), envelopes: withSuccess(3, 'false') },
+  ]
+  t.equal(await store.append('activity', rows), 3, 'all three are stored')
+  const page = await store.queryRecords({ object: 'activity', limit: 10, view: 'history' })
+  t.same(
+    page.records.map((r) => [r.record_id, r.data.success]),
+    [
+      ['r-3', false],
+      ['r-2', null],
+      ['r-1', true],
+    ],
+  )
+})
+
 t.test("a batch job's message stores each of its records, numbered by place, once", async (t) => {
   const store = await AnalyticsStore.open(join(tempDir(t), 'a.duckdb'))
   t.teardown(() => store.close())
