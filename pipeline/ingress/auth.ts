@@ -65,13 +65,24 @@ function checkSameOrigin(request: FastifyRequest): void {
  */
 export function installAuth(app: FastifyInstance, keys: ApiKeyStore, sessions: SessionStore): void {
   app.decorateRequest('apiKey', undefined)
-  app.addHook('onRequest', async (request) => {
-    const scope = request.routeOptions.config?.scope ?? 'admin'
-    if (scope === 'public' || !request.routeOptions.url) return
+  const check = (request: FastifyRequest): void => {
+    // routeOptions is an object fastify builds on every read.
+    const { config, url } = request.routeOptions
+    const scope = config?.scope ?? 'admin'
+    if (scope === 'public' || !url) return
     const { key, via } = authenticate(request, keys, sessions)
     if (via === 'session' && !SAFE_METHODS.has(request.method)) checkSameOrigin(request)
     if (!hasScope(key, scope)) throw new SluiceError('SLUICE_FORBIDDEN', `this route needs the ${scope} scope; the key has ${key.scopes.join(', ')}`)
     keys.touch(key)
     request.apiKey = key
+  }
+  // A callback hook: an async one costs a promise and a turn of the microtask queue on every request.
+  app.addHook('onRequest', (request, _reply, done) => {
+    try {
+      check(request)
+    } catch (err) {
+      return done(err as Error)
+    }
+    done()
   })
 }
