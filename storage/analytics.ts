@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer'
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, ftruncateSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { type DuckDBConnection, DuckDBInstance, type DuckDBPreparedStatement, DuckDBTimestampValue } from '@duckdb/node-api'
 import { duckdbType, type FieldType, type ObjectSchemaDoc } from './object-schema.ts'
@@ -144,13 +144,16 @@ export class AnalyticsStore {
   readonly #columns = new Map<string, Column[]>()
   /** Each object's insert statements, made anew when its table changes. */
   readonly #inserts = new Map<string, InsertStatements>()
-  /** The file a write's records are handed to DuckDB through (appendFile); one per store, so writes take turns. */
-  readonly #appendFile: string
+  /**
+   * The file a write's records are handed to DuckDB through, open for the store's life: overwritten in place, it
+   * cost a seventh of writing it anew (which truncated it first). One per store, so writes take turns.
+   */
+  readonly #appendFile: { path: string; fd: number }
   #appending: Promise<unknown> = Promise.resolve()
   /** How each object's current view ranks versions. */
   readonly #versionRanks = new Map<string, VersionRank>()
 
-  private constructor(instance: DuckDBInstance, write: DuckDBConnection, read: DuckDBConnection, appendFile: string) {
+  private constructor(instance: DuckDBInstance, write: DuckDBConnection, read: DuckDBConnection, appendFile: { path: string; fd: number }) {
     this.#instance = instance
     this.#write = write
     this.#read = read
@@ -174,7 +177,8 @@ export class AnalyticsStore {
     })
     const write = await instance.connect()
     await renumberStreamSeqs(write)
-    return new AnalyticsStore(instance, write, await instance.connect(), join(dirname(path), `${basename(path)}.append.ndjson`))
+    const appendPath = join(dirname(path), `${basename(path)}.append.ndjson`)
+    return new AnalyticsStore(instance, write, await instance.connect(), { path: appendPath, fd: openSync(appendPath, 'w') })
   }
 
   /**
@@ -285,10 +289,8 @@ export class AnalyticsStore {
     if (fresh.length === 0) return 0
     let insert = this.#inserts.get(object)
     if (!insert) {
-      // DuckDB reads the file when it prepares the statement.
-      writeFileSync(this.#appendFile, '')
       insert = {
-        fromFile: await this.#write.prepare(insertStatement(tableName(object), columns, { file: this.#appendFile })),
+        fromFile: await this.#write.prepare(insertStatement(tableName(object), columns, { file: this.#appendFile.path })),
         fromParameter: await this.#write.prepare(insertStatement(tableName(object), columns, 'parameter')),
       }
       this.#inserts.set(object, insert)
@@ -296,7 +298,8 @@ export class AnalyticsStore {
     const storedAt = tsValue(Date.now())
     const lines = Buffer.concat(fresh.flatMap((r) => [Buffer.from(`{"seq":${r.seq},"envs":`), r.envelopes, CLOSE_LINE]))
     if (isUtf8(lines)) {
-      writeFileSync(this.#appendFile, lines)
+      writeSync(this.#appendFile.fd, lines, 0, lines.length, 0)
+      ftruncateSync(this.#appendFile.fd, lines.length)
       insert.fromFile.bindTimestamp(1, storedAt)
       const fromFile = await insert.fromFile.run().catch(() => undefined)
       if (fromFile) return Number(fromFile.rowsChanged)
@@ -440,7 +443,8 @@ export class AnalyticsStore {
     this.#write.closeSync()
     this.#read.closeSync()
     this.#instance.closeSync()
-    rmSync(this.#appendFile, { force: true })
+    closeSync(this.#appendFile.fd)
+    rmSync(this.#appendFile.path, { force: true })
   }
 }
 
