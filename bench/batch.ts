@@ -1,15 +1,14 @@
-import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { createReadStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { createReadStream, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { type IncomingMessage, request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { pipeline } from 'node:stream/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { promisify } from 'node:util'
 import { DuckDBInstance } from '@duckdb/node-api'
 import { writeCsv } from '../fixtures/generate.ts'
+import { cpuSeconds, natsServerPid, rssBytes } from './proc.ts'
 import type { BenchResult, Figure, Target } from './report.ts'
 import { withSluiceServe } from './server-process.ts'
 
@@ -22,8 +21,6 @@ export const BATCH_TARGETS = {
   sluicePeakRssMb: { op: '<', value: 500 },
 } as const satisfies Record<string, Target>
 
-/** Linux reports process CPU time in /proc/<pid>/stat in these ticks (USER_HZ, 100 on every common platform). */
-const CLOCK_TICKS_PER_SECOND = 100
 const FINAL_STATES = new Set(['completed', 'completed_with_errors', 'failed', 'cancelled'])
 
 const progress = (message: string) => process.stderr.write(`batch: ${message}\n`)
@@ -37,41 +34,6 @@ interface JobStatus {
   timings_ms: Record<string, number | null>
   error: string | null
   first_errors: unknown[]
-}
-
-/** VmRSS of a process in bytes, or null once it is gone. */
-function rssBytes(pid: number): number | null {
-  try {
-    const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return match ? Number(match[1]) * 1024 : null
-  } catch {
-    return null
-  }
-}
-
-/** User plus system CPU time a process has used, in seconds, or null once it is gone. */
-function cpuSeconds(pid: number): number | null {
-  try {
-    // The command name, in parentheses, may hold spaces: the fields to count start after its closing one.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND
-  } catch {
-    return null
-  }
-}
-
-/** The nats-server Sluice started as its child, if it runs one. */
-async function natsServerPid(sluicePid: number): Promise<number | null> {
-  try {
-    const { stdout } = await promisify(execFile)('pgrep', ['-P', String(sluicePid), 'nats-server'])
-    const pid = Number.parseInt(stdout, 10)
-    return Number.isNaN(pid) ? null : pid
-  } catch {
-    // pgrep exits 1 when nothing matches.
-    return null
-  }
 }
 
 /** The highest VmRSS each of some processes reached, read from /proc every `everyMs` between start() and stop(). */

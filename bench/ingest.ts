@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import autocannon, { type Result as LoadResult } from 'autocannon'
 import { generateOf } from '../fixtures/generator.ts'
+import { cpuSeconds, natsServerPid } from './proc.ts'
 import type { BenchResult, Figure, Target } from './report.ts'
 import { freePort, startServerProcess, withSluiceServe } from './server-process.ts'
 
@@ -109,6 +110,33 @@ function summarizeLoad(result: LoadResult): LoadSummary {
   }
 }
 
+/**
+ * CPU time per answered request while a load ran, in µs: the server process (all its threads), its nats-server
+ * when it has one, and this process, which is the load generator. Unlike requests per second, these barely move
+ * with the machine's speed from one minute to the next, so they show what a change to Sluice costs or saves.
+ */
+interface CpuPerRequest {
+  server_us: number | null
+  nats_server_us: number | null
+  load_generator_us: number
+}
+
+async function measureCpu(pids: { server: number; nats: number | null }, load: () => PromiseLike<LoadSummary>): Promise<LoadSummary & { cpu: CpuPerRequest }> {
+  const natsCpu = () => (pids.nats === null ? null : cpuSeconds(pids.nats))
+  const before = { server: cpuSeconds(pids.server), nats: natsCpu(), self: process.cpuUsage() }
+  const summary = await load()
+  const after = { server: cpuSeconds(pids.server), nats: natsCpu(), self: process.cpuUsage(before.self) }
+  const perRequest = (start: number | null, end: number | null) => (start === null || end === null ? null : ((end - start) * 1e6) / summary.completed)
+  return {
+    ...summary,
+    cpu: {
+      server_us: perRequest(before.server, after.server),
+      nats_server_us: perRequest(before.nats, after.nats),
+      load_generator_us: (after.self.user + after.self.system) / summary.completed,
+    },
+  }
+}
+
 function loadProblems(server: string, load: LoadSummary): string[] {
   const problems: string[] = []
   if (load.non_202 > 0) problems.push(`${server} answered ${load.non_202} requests with a status other than 202: ${JSON.stringify(load.status_codes)}`)
@@ -116,7 +144,7 @@ function loadProblems(server: string, load: LoadSummary): string[] {
   return problems
 }
 
-async function measureBareServer(headers: Record<string, string>): Promise<LoadSummary> {
+async function measureBareServer(headers: Record<string, string>): Promise<LoadSummary & { cpu: CpuPerRequest }> {
   const port = await freePort()
   progress('starting the bare fastify server')
   const url = `http://127.0.0.1:${port}`
@@ -129,7 +157,7 @@ async function measureBareServer(headers: Record<string, string>): Promise<LoadS
   try {
     progress(`bare server: ${LOAD.warmupSeconds} s warm-up, ${LOAD.seconds} s load`)
     await runLoad(url, headers, LOAD.warmupSeconds)
-    return summarizeLoad(await runLoad(url, headers, LOAD.seconds))
+    return await measureCpu({ server: server.pid, nats: null }, async () => summarizeLoad(await runLoad(url, headers, LOAD.seconds)))
   } finally {
     await server.stop()
   }
@@ -223,7 +251,7 @@ async function measureFreshness(sluice: SluiceClient): Promise<FreshnessSamples>
 }
 
 interface SluiceMeasurements {
-  load: LoadSummary
+  load: LoadSummary & { cpu: CpuPerRequest }
   storedBeforeLoad: number
   /** Seconds from the start of the load until every accepted record was queryable; null if they never all were. */
   endToEndSeconds: number | null
@@ -231,14 +259,15 @@ interface SluiceMeasurements {
   problems: string[]
 }
 
-async function measureRunningSluice(sluice: SluiceClient): Promise<SluiceMeasurements> {
+async function measureRunningSluice(sluice: SluiceClient, pid: number): Promise<SluiceMeasurements> {
   progress(`sluice: ${LOAD.warmupSeconds} s warm-up`)
   const warmup = summarizeLoad(await runLoad(sluice.url, sluice.headers, LOAD.warmupSeconds))
   // The warm-up's records must be stored before the load starts, or they would count as the load's.
   const storedBeforeLoad = await sluice.waitUntilSettled(warmup.accepted_202, DRAIN_TIMEOUT_MS)
   progress(`sluice: ${LOAD.seconds} s load`)
   const loadStarted = Date.now()
-  const load = summarizeLoad(await runLoad(sluice.url, sluice.headers, LOAD.seconds))
+  const pids = { server: pid, nats: await natsServerPid(pid) }
+  const load = await measureCpu(pids, async () => summarizeLoad(await runLoad(sluice.url, sluice.headers, LOAD.seconds)))
   const allQueryableAt = await sluice.waitUntilStored(storedBeforeLoad + load.accepted_202, DRAIN_TIMEOUT_MS)
   const problems = [...loadProblems('Sluice (warm-up)', warmup), ...loadProblems('Sluice', load)]
   if (allQueryableAt === null) problems.push(`the ${load.accepted_202} accepted records were not all stored ${DRAIN_TIMEOUT_MS} ms after the load`)
@@ -265,7 +294,9 @@ const SETUPS = [
 
 async function measureSluice(adminKey: string, roles: readonly string[] | undefined): Promise<SluiceMeasurements> {
   progress(`starting sluice serve${roles ? ` --roles ${roles.join(',')}` : ''}`)
-  const { result, problems } = await withSluiceServe(adminKey, (sluice) => measureRunningSluice(new SluiceClient(sluice.url, sluice.headers)), { roles })
+  const { result, problems } = await withSluiceServe(adminKey, (sluice) => measureRunningSluice(new SluiceClient(sluice.url, sluice.headers), sluice.pid), {
+    roles,
+  })
   result.problems.push(...problems)
   return result
 }
@@ -302,6 +333,9 @@ function setupFigures(label: string, details: ReturnType<typeof setupDetails>, b
       decimals: 2,
       target: INGEST_TARGETS.ratioToBare,
     },
+    { label: '  CPU per request: Sluice', value: details.cpu.server_us, unit: 'µs' },
+    { label: '  CPU per request: its nats-server', value: details.cpu.nats_server_us, unit: 'µs' },
+    { label: '  CPU per request: the load generator', value: details.cpu.load_generator_us, unit: 'µs' },
     { label: '  POST latency under load p50', value: details.latency_ms.p50, unit: 'ms' },
     { label: '  POST latency under load p99', value: details.latency_ms.p99, unit: 'ms' },
     { label: '  freshness (POST to queryable) p50', value: details.freshness_ms.p50, unit: 'ms' },
@@ -323,6 +357,8 @@ export async function runIngestBench(): Promise<BenchResult> {
     name: 'ingest',
     figures: [
       { label: 'bare fastify POST /transaction', value: bare.requests_per_second, unit: 'req/s' },
+      { label: '  CPU per request: the bare server', value: bare.cpu.server_us, unit: 'µs' },
+      { label: '  CPU per request: the load generator', value: bare.cpu.load_generator_us, unit: 'µs' },
       ...measured.flatMap(({ setup, details }) => setupFigures(setup.label, details, bare.requests_per_second)),
     ],
     details: {
