@@ -72,7 +72,7 @@ export const ConfigSchema = Type.Object(
         /** A micro-batch is written when it holds this many records... */
         batchSize: Type.Integer({ default: 2000, minimum: 1 }),
         /** ...or when its oldest record has waited this long, whichever comes first (decisions too). */
-        flushIntervalMs: Type.Integer({ default: 250, minimum: 1 }),
+        flushIntervalMs: Type.Integer({ default: 100, minimum: 1 }),
         /**
          * Most rule decisions written at once. A write's fixed cost (finding decisions stored before, the per-rule
          * counters, the commit) made 2,000 at a time the slowest part of a million-record job (docs/performance.md).
