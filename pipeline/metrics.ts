@@ -35,6 +35,11 @@ export function createMetrics(opts: { processMetrics: boolean }) {
       help: 'Messages the analytics sink could not decode and terminated.',
       registers: [registry],
     }),
+    sinkParameterWrites: new Counter({
+      name: 'sluice_sink_parameter_writes_total',
+      help: 'Analytics writes DuckDB could not read from the append file, made again from a parameter: a value that does not convert to its column (sent under an older schema version), or, rising with every write, an unreadable append file in the data dir.',
+      registers: [registry],
+    }),
     sinkBatchLatency: new Histogram({
       name: 'sluice_sink_batch_duration_seconds',
       help: 'Time to write one micro-batch to DuckDB.',

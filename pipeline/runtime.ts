@@ -161,21 +161,32 @@ function sinkRole(ctx: RuntimeContext): Role {
     name: 'sink',
     async start() {
       for (const consumer of [CONSUMERS.analyticsSink, CONSUMERS.ruleOutcomeSink]) await resumeSinkConsumer(ctx.jsm, consumer, ctx.config)
+      const log = ctx.log.child({ role: 'sink' })
+      let parameterWriteLoggedAt = 0
       store = await AnalyticsStore.open(join(ctx.config.dataDir, 'analytics.duckdb'), {
         checkpointThresholdMb: ctx.config.sink.checkpointThresholdMb,
         memoryLimitMb: ctx.config.sink.memoryLimitMb,
+        onParameterWrite: (err) => {
+          ctx.metrics.sinkParameterWrites.inc()
+          // At most a line a minute: an unreadable append file would make every write say so.
+          if (Date.now() - parameterWriteLoggedAt < 60_000) return
+          parameterWriteLoggedAt = Date.now()
+          log.warn(
+            { err },
+            'analytics sink: DuckDB could not read a write from the append file; it was made from a parameter (sluice_sink_parameter_writes_total counts them)',
+          )
+        },
       })
       sink = new AnalyticsSink({
         js: ctx.js,
         store,
         registry: ctx.registry,
         metrics: ctx.metrics,
-        log: ctx.log.child({ role: 'sink' }),
+        log,
         batchSize: ctx.config.sink.batchSize,
         flushIntervalMs: ctx.config.sink.flushIntervalMs,
       })
       await sink.start()
-      const log = ctx.log.child({ role: 'sink' })
       outcomes = await RuleOutcomeStore.open(store)
       outcomeSink = new RuleOutcomeSink({
         js: ctx.js,

@@ -133,6 +133,15 @@ interface CurrentPageQuery {
   limit: number
 }
 
+export interface AnalyticsStoreOptions {
+  /** The write-ahead log's size that makes DuckDB checkpoint, MB; DuckDB's default when not given. */
+  checkpointThresholdMb?: number
+  /** What DuckDB may hold in memory, MB; DuckDB's default when not given. */
+  memoryLimitMb?: number
+  /** Called when DuckDB could not read a write from the append file and it was made from a parameter instead. */
+  onParameterWrite?: (cause: Error) => void
+}
+
 /**
  * The columnar store: one append-only DuckDB table per object, typed columns from its schema plus metadata
  * columns. DuckDB allows one process per file, so only the analytics sink opens it; others query through it.
@@ -153,11 +162,20 @@ export class AnalyticsStore {
   /** How each object's current view ranks versions. */
   readonly #versionRanks = new Map<string, VersionRank>()
 
-  private constructor(instance: DuckDBInstance, write: DuckDBConnection, read: DuckDBConnection, appendFile: { path: string; fd: number }) {
+  readonly #onParameterWrite?: (cause: Error) => void
+
+  private constructor(
+    instance: DuckDBInstance,
+    write: DuckDBConnection,
+    read: DuckDBConnection,
+    appendFile: { path: string; fd: number },
+    onParameterWrite?: (cause: Error) => void,
+  ) {
     this.#instance = instance
     this.#write = write
     this.#read = read
     this.#appendFile = appendFile
+    this.#onParameterWrite = onParameterWrite
   }
 
   /** Another connection to the same file, for other parts of the sink role (rule outcomes) that keep their own tables. */
@@ -165,11 +183,7 @@ export class AnalyticsStore {
     return this.#instance.connect()
   }
 
-  /**
-   * `checkpointThresholdMb`: the write-ahead log's size that makes DuckDB checkpoint; `memoryLimitMb`: what DuckDB
-   * may hold in memory. DuckDB's defaults for those not given.
-   */
-  static async open(path: string, opts: { checkpointThresholdMb?: number; memoryLimitMb?: number } = {}): Promise<AnalyticsStore> {
+  static async open(path: string, opts: AnalyticsStoreOptions = {}): Promise<AnalyticsStore> {
     mkdirSync(dirname(path), { recursive: true })
     const instance = await DuckDBInstance.create(path, {
       ...(opts.checkpointThresholdMb && { checkpoint_threshold: `${opts.checkpointThresholdMb}MB` }),
@@ -178,7 +192,7 @@ export class AnalyticsStore {
     const write = await instance.connect()
     await renumberStreamSeqs(write)
     const appendPath = join(dirname(path), `${basename(path)}.append.ndjson`)
-    return new AnalyticsStore(instance, write, await instance.connect(), { path: appendPath, fd: openSync(appendPath, 'w') })
+    return new AnalyticsStore(instance, write, await instance.connect(), { path: appendPath, fd: openSync(appendPath, 'w') }, opts.onParameterWrite)
   }
 
   /**
@@ -301,7 +315,9 @@ export class AnalyticsStore {
       writeSync(this.#appendFile.fd, lines, 0, lines.length, 0)
       ftruncateSync(this.#appendFile.fd, lines.length)
       insert.fromFile.bindTimestamp(1, storedAt)
-      const fromFile = await insert.fromFile.run().catch(() => undefined)
+      const fromFile = await insert.fromFile.run().catch((err: Error) => {
+        this.#onParameterWrite?.(err)
+      })
       if (fromFile) return Number(fromFile.rowsChanged)
     }
     // The same messages as a JSON array. decode() fails the whole insert on bytes that are not UTF-8, which only

@@ -68,7 +68,8 @@ t.test("text reads back as sent, and bytes that are not UTF-8 (another publisher
 })
 
 t.test('a value that does not convert to its column (sent under an older schema version) is stored as null, with the rest of its batch', async (t) => {
-  const store = await AnalyticsStore.open(join(tempDir(t), 'a.duckdb'))
+  const parameterWrites: Error[] = []
+  const store = await AnalyticsStore.open(join(tempDir(t), 'a.duckdb'), { onParameterWrite: (err) => parameterWrites.push(err) })
   t.teardown(() => store.close())
   await store.ensureTable(schema)
   const withSuccess = (n: number, success: string) => Buffer.from(`[${envelope(n).replace('"account_id"', `"success":${success},"account_id"`)}]`)
@@ -78,6 +79,8 @@ t.test('a value that does not convert to its column (sent under an older schema 
     { seq: recordSeq(3), envelopes: withSuccess(3, 'false') },
   ]
   t.equal(await store.append('activity', rows), 3, 'all three are stored')
+  t.equal(parameterWrites.length, 1, 'the write was made again from a parameter, and said so')
+  t.match(parameterWrites[0].message, /not a boolean/, 'naming the value DuckDB could not convert')
   const page = await store.queryRecords({ object: 'activity', limit: 10, view: 'history' })
   t.same(
     page.records.map((r) => [r.record_id, r.data.success]),
