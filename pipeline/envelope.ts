@@ -134,6 +134,8 @@ export interface RecordMessage {
   /** The highest schema version of its records. */
   schemaVersion: number
   receivedAt: number
+  /** From a batch job: its records share the job's receipt time (receivedAt). */
+  batch: boolean
   /** How many records it holds. */
   count: number
   /** Its envelopes as a JSON array, UTF-8 (a batch's are the message's own bytes). */
@@ -153,6 +155,7 @@ export function readRecordMessage(m: Pick<JsMsg, 'data' | 'subject' | 'headers'>
       object: env.object,
       schemaVersion: env.schema_version,
       receivedAt: env.received_at,
+      batch: false,
       count: 1,
       envelopes: Buffer.concat([OPEN_ARRAY, m.data, CLOSE_ARRAY]),
     }
@@ -163,5 +166,5 @@ export function readRecordMessage(m: Pick<JsMsg, 'data' | 'subject' | 'headers'>
   const receivedAt = header(ENVELOPE_BATCH_HEADERS.receivedAt)
   if (!(count >= 1 && count <= RECORDS_PER_MESSAGE && schemaVersion >= 1 && receivedAt > 0) || m.data[m.data.length - 1] !== CLOSE_ARRAY[0])
     throw new Error('a batch of envelopes without its headers')
-  return { object: objectOfSubject(m.subject), schemaVersion, receivedAt, count, envelopes: m.data }
+  return { object: objectOfSubject(m.subject), schemaVersion, receivedAt, batch: true, count, envelopes: m.data }
 }

@@ -1,6 +1,6 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream'
 import { type AnalyticsStore, type EnvelopeRow, recordSeq, type SchemaRegistry, type SchemaVersion } from '../../storage/index.ts'
-import { isEnvelopeBatch, readRecordMessage } from '../envelope.ts'
+import { readRecordMessage } from '../envelope.ts'
 import type { Logger } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 import { CONSUMERS } from '../streams.ts'
@@ -122,7 +122,7 @@ export class AnalyticsSink {
     this.#pendingRecords += read.count
     // Freshness is the real-time path's: a batch job's records all carry the job's receipt, and would fill the
     // histogram with the job's length (and cost an observation each, a million for a large job).
-    if (!isEnvelopeBatch(m.data)) group.receivedAt.push(read.receivedAt)
+    if (!read.batch) group.receivedAt.push(read.receivedAt)
     return true
   }
 
