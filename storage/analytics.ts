@@ -157,18 +157,17 @@ export class AnalyticsStore {
    * The file a write's records are handed to DuckDB through, open for the store's life: overwritten in place, it
    * cost a seventh of writing it anew (which truncated it first). One per store, so writes take turns.
    */
-  readonly #appendFile: { path: string; fd: number }
+  readonly #appendFile: AppendFile
   #appending: Promise<unknown> = Promise.resolve()
+  readonly #onParameterWrite?: (cause: Error) => void
   /** How each object's current view ranks versions. */
   readonly #versionRanks = new Map<string, VersionRank>()
-
-  readonly #onParameterWrite?: (cause: Error) => void
 
   private constructor(
     instance: DuckDBInstance,
     write: DuckDBConnection,
     read: DuckDBConnection,
-    appendFile: { path: string; fd: number },
+    appendFile: AppendFile,
     onParameterWrite?: (cause: Error) => void,
   ) {
     this.#instance = instance
@@ -479,6 +478,12 @@ const FIELD_READERS: Record<FieldType, { json: string; column: (value: string) =
   // Read as text: RFC 3339 with any offset, stored as the UTC instant.
   timestamp: { json: 'VARCHAR', column: (v) => `make_timestamp(epoch_us(TRY_CAST(${v} AS TIMESTAMPTZ)))` },
   json: { json: 'JSON', column: (v) => `CAST(${v} AS VARCHAR)` },
+}
+
+/** The append file: where DuckDB reads it, and this process's descriptor for writing it. */
+interface AppendFile {
+  path: string
+  fd: number
 }
 
 /** Each object's insert, from the append file or, when a value there does not convert, from a parameter. */
