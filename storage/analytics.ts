@@ -283,23 +283,16 @@ export class AnalyticsStore {
     const columns = this.#columns.get(object)
     if (!columns) throw new Error(`no analytics table for ${object}`)
     if (rows.length === 0) return 0
-    let min = rows[0].seq
+    // A message redelivered while its first delivery is still in this batch appears twice: keep one. Messages
+    // stored before are left out by the insert itself (insertStatement), so a write is one statement.
+    const seqs = new Set<number>()
+    const fresh = rows.filter((r) => !seqs.has(r.seq) && seqs.add(r.seq))
+    let min = fresh[0].seq
     let max = min
-    for (const r of rows) {
+    for (const r of fresh) {
       if (r.seq < min) min = r.seq
       if (r.seq > max) max = r.seq
     }
-    // A message's records are written together, so its first record being there means all of it is. Only these
-    // messages' first records: the range between them also holds every record of the messages between them
-    // (partitions progress apart), which a batch job's writes read back by the tens of thousands.
-    const seen = await this.#write.runAndReadAll(
-      `SELECT _seq FROM ${tableName(object)} WHERE _seq BETWEEN ? AND ? AND _seq IN (SELECT unnest(CAST(? AS BIGINT[])))`,
-      [min, max, `[${rows.map((r) => r.seq).join(',')}]`],
-    )
-    // A message redelivered while its first delivery is still in this batch appears twice: keep one.
-    const stored = new Set((seen.getColumnsJS()[0] ?? []).map(Number))
-    const fresh = rows.filter((r) => !stored.has(r.seq) && stored.add(r.seq))
-    if (fresh.length === 0) return 0
     let insert = this.#inserts.get(object)
     if (!insert) {
       insert = {
@@ -308,12 +301,16 @@ export class AnalyticsStore {
       }
       this.#inserts.set(object, insert)
     }
-    const storedAt = tsValue(Date.now())
+    const bindCommon = (statement: DuckDBPreparedStatement) => {
+      statement.bindTimestamp(1, tsValue(Date.now()))
+      statement.bindBigInt(2, BigInt(min))
+      statement.bindBigInt(3, BigInt(max))
+    }
     const lines = Buffer.concat(fresh.flatMap((r) => [Buffer.from(`{"seq":${r.seq},"envs":`), r.envelopes, CLOSE_LINE]))
     if (isUtf8(lines)) {
       writeSync(this.#appendFile.fd, lines, 0, lines.length, 0)
       ftruncateSync(this.#appendFile.fd, lines.length)
-      insert.fromFile.bindTimestamp(1, storedAt)
+      bindCommon(insert.fromFile)
       const fromFile = await insert.fromFile.run().catch((err: Error) => {
         this.#onParameterWrite?.(err)
       })
@@ -324,8 +321,8 @@ export class AnalyticsStore {
     const array = Buffer.concat(
       fresh.flatMap((r, i) => [Buffer.from(`${i === 0 ? '[' : ','}{"seq":${r.seq},"envs":`), r.envelopes, CLOSE_OBJECT]).concat(CLOSE_ARRAY),
     )
-    insert.fromParameter.bindTimestamp(1, storedAt)
-    insert.fromParameter.bindBlob(2, isUtf8(array) ? array : Buffer.from(array.toString('utf8')))
+    bindCommon(insert.fromParameter)
+    insert.fromParameter.bindBlob(4, isUtf8(array) ? array : Buffer.from(array.toString('utf8')))
     return Number((await insert.fromParameter.run()).rowsChanged)
   }
 
@@ -504,8 +501,8 @@ function structType(spec: string | { [field: string]: string | object }): string
 
 /**
  * The insert of a batch of record messages `{seq, envs}` (the first record's sequence, the message's envelopes):
- * one a line in `file`, or a JSON array of them in parameter 2; parameter 1 is the time stored. A record's
- * sequence counts on from its message's by its place in it. Unnesting a list of the envelopes measured 1.4 µs per
+ * one a line in `file`, or a JSON array of them in parameter 4; parameter 1 is the time stored. Messages stored
+ * before (a redelivery) are left out. A record's sequence counts on from its message's by its place in it. Unnesting a list of the envelopes measured 1.4 µs per
  * record; a lateral json_each over them grew with the message's size (60-130 µs per record at 1,000 to a message).
  * From the parameter, a value that does not convert to its column's type (one sent under an older schema version)
  * becomes null rather than fail the batch; read_ndjson fails instead, and append() then uses the parameter.
@@ -514,12 +511,17 @@ function insertStatement(table: string, columns: Column[], from: { file: string 
   const recordSpec = Object.fromEntries(columns.map((c) => [c.name, FIELD_READERS[c.type].json]))
   const spec = { record_id: 'VARCHAR', received_at: 'BIGINT', source: 'VARCHAR', schema_version: 'INTEGER', job_id: 'VARCHAR', record: recordSpec }
   const fieldValues = columns.map((c) => FIELD_READERS[c.type].column(`r.env.record.${quote(c.name)}`))
+  // A message's records are written together, so its first record being there means all of it is. The range
+  // (parameters 2 and 3: the write's lowest and highest message) lets DuckDB skip row groups by their bounds.
+  const notStored = `WHERE NOT EXISTS (SELECT 1 FROM ${table} s WHERE s._seq = m.seq AND s._seq BETWEEN $2 AND $3)`
   const records =
     from === 'parameter'
       ? `SELECT m.seq + generate_subscripts(m.envs, 1) - 1 AS seq, json_transform(unnest(m.envs), ${sqlString(JSON.stringify(spec))}) AS env
-      FROM (SELECT CAST(value->>'seq' AS BIGINT) AS seq, json_extract(value, '$.envs[*]') AS envs FROM json_each(decode($2)::JSON)) m`
+      FROM (SELECT CAST(value->>'seq' AS BIGINT) AS seq, json_extract(value, '$.envs[*]') AS envs FROM json_each(decode($4)::JSON)) m
+      ${notStored}`
       : `SELECT m.seq + generate_subscripts(m.envs, 1) - 1 AS seq, unnest(m.envs) AS env
-      FROM read_ndjson(${sqlString(from.file)}, columns = {seq: 'BIGINT', envs: ${sqlString(`${structType(spec)}[]`)}}) m`
+      FROM read_ndjson(${sqlString(from.file)}, columns = {seq: 'BIGINT', envs: ${sqlString(`${structType(spec)}[]`)}}) m
+      ${notStored}`
   return `INSERT INTO ${table} (_seq, _record_id, _received_at, _stored_at, _source, _schema_version, _job_id${columns.map((c) => `, ${quote(c.name)}`).join('')})
     SELECT r.seq, r.env.record_id, make_timestamp(r.env.received_at * 1000), $1, r.env.source, r.env.schema_version, r.env.job_id${fieldValues.map((v) => `, ${v}`).join('')}
     FROM (
