@@ -228,6 +228,78 @@ t.test('a job cancelled while it runs sends nothing more: every record it sent i
   t.equal(stored, status.counts.accepted, `the records stored are the ones the job counts (${stored} stored)`)
 })
 
+/** Records of one job, numbered apart from every other test's. */
+function numbered(count: number, tag: string) {
+  return Array.from({ length: count }, (_, i) => ({ ...transactions[i % transactions.length], transaction_id: `${tag}-${i}` }))
+}
+
+t.test('a job waits for the analytics sink, so a real-time record sent meanwhile is stored before the rest of the job', async (t) => {
+  const nats = await startTestNats(t)
+  // The sink's consumer is made, then nothing pulls from it: a job's records pile up until the sink is back.
+  const firstSink = await startTestSluice(t, { natsUrl: nats.url, config: { roles: ['sink'] } })
+  await firstSink.stop()
+  const s = await startTestSluice(t, {
+    natsUrl: nats.url,
+    dataDir: firstSink.dataDir,
+    config: {
+      roles: ['ingress', 'batch'],
+      // Status pages ask the sink for stored counts: while it is away they wait this long for it.
+      http: { queryTimeoutMs: 300 },
+      batch: { chunkSize: 100, sinkBacklogMessages: 5, sinkStallSeconds: 60, pollIntervalMs: 20 },
+    },
+  })
+  const rows = numbered(2000, 'held')
+  const id = await jobIdOf(await upload(s, JSON.stringify(rows), 'application/json', '?object=transaction'))
+  const status = async () => (await (await s.request('GET', `/batch-status/${id}`)).json()) as JobStatus
+  await eventually(async () => ((await status()).state === 'processing' ? true : undefined), 20_000)
+  // Unheld, the job would send all its records in this time.
+  await new Promise((r) => setTimeout(r, 1500))
+  const held = await status()
+  t.ok(held.counts.processed <= 200, `with no sink storing, the job sent no more than two chunks (${held.counts.processed} of 2000 rows)`)
+  t.equal((await s.request('POST', '/transaction', { ...transactions[0], transaction_id: 'live-during-job' })).status, 202)
+  const sink = await startTestSluice(t, { natsUrl: nats.url, dataDir: firstSink.dataDir, config: { roles: ['sink'] } })
+  t.teardown(() => sink.stop())
+  t.match(await finished(s, id), { state: 'completed', counts: { accepted: 2000, stored: 2000 } }, 'the job completes once the sink is back')
+  // The sink stores in stream order: every record of the job sent after the real-time one was stored after it.
+  const stored: { seq: number; job_id: string | null }[] = []
+  let cursor: string | undefined
+  do {
+    const page = (await (await s.request('GET', `/records/transaction?view=history&limit=1000${cursor ? `&cursor=${cursor}` : ''}`)).json()) as {
+      records: { seq: number; job_id: string | null }[]
+      next_cursor?: string
+    }
+    stored.push(...page.records)
+    cursor = page.next_cursor
+  } while (cursor)
+  const live = stored.find((r) => r.job_id === null) as { seq: number }
+  const behindLive = stored.filter((r) => r.job_id === id && r.seq > live.seq).length
+  t.ok(behindLive >= 1800, `the real-time record was stored ahead of ${behindLive} of the job's 2000 records`)
+})
+
+t.test('a job does not wait for a stopped analytics sink: it sends every record, and completes once the sink is back', async (t) => {
+  const nats = await startTestNats(t)
+  const firstSink = await startTestSluice(t, { natsUrl: nats.url, config: { roles: ['sink'] } })
+  await firstSink.stop()
+  const s = await startTestSluice(t, {
+    natsUrl: nats.url,
+    dataDir: firstSink.dataDir,
+    config: { roles: ['ingress', 'batch'], batch: { chunkSize: 100, sinkBacklogMessages: 5, sinkStallSeconds: 1, pollIntervalMs: 20 } },
+  })
+  const id = await jobIdOf(await upload(s, JSON.stringify(numbered(2000, 'unheld')), 'application/json', '?object=transaction'))
+  const sent = await eventually(
+    async () => {
+      const status = (await (await s.request('GET', `/batch-status/${id}`)).json()) as JobStatus
+      return status.counts.processed === 2000 ? status : undefined
+    },
+    20_000,
+    50,
+  )
+  t.match(sent, { state: 'processing', counts: { accepted: 2000, stored: 0 } }, 'every record sent; none stored, and the job waits for them')
+  const sink = await startTestSluice(t, { natsUrl: nats.url, dataDir: firstSink.dataDir, config: { roles: ['sink'] } })
+  t.teardown(() => sink.stop())
+  t.match(await finished(s, id), { state: 'completed', counts: { stored: 2000 } })
+})
+
 t.test('where no rule stage runs, a job completes once its records are stored', async (t) => {
   const nats = await startTestNats(t)
   const s = await startTestSluice(t, { natsUrl: nats.url, config: { roles: ['ingress', 'sink', 'batch'] } })

@@ -7,7 +7,7 @@ import { isSluiceError } from '../errors.ts'
 import type { RecordBatch, RecordIngestor } from '../ingest.ts'
 import type { Logger } from '../logger.ts'
 import type { JobStoredCounts, QueryClient } from '../query.ts'
-import { RULE_CONSUMERS, STREAMS, SUBJECTS } from '../streams.ts'
+import { CONSUMERS, RULE_CONSUMERS, STREAMS, SUBJECTS } from '../streams.ts'
 import { countPayload, PayloadError, type PayloadItem, type PayloadSettings, readPayload, typeCsvRecord } from './payload.ts'
 
 export interface BatchWorkerOptions {
@@ -29,6 +29,17 @@ interface Chunk {
   add(item: PayloadItem): Promise<void>
   /** What the job notes once the chunk is stored: its counts, its rows' errors (in row order), the new checkpoint. */
   outcome(): { accepted: number; rejected: number; errors: RowError[]; checkpoint_row: number }
+}
+
+/** How often a job waiting for the analytics sink asks for its backlog. */
+const SINK_BACKLOG_POLL_MS = 50
+
+/** What a job saw of the analytics sink's progress: its consumer's ack floor, and when that last moved. */
+interface SinkProgress {
+  ackFloor: number
+  movedAt: number
+  /** Already reported as storing nothing. */
+  stalled: boolean
 }
 
 /** The job was taken away (lease lost), cancelled, or the worker is stopping: leave it where it is. */
@@ -162,6 +173,7 @@ export class BatchWorker {
     const object = job.object as string
     let chunk: Chunk | undefined
     let storedAskedAt = Date.now()
+    const sink: SinkProgress = { ackFloor: -1, movedAt: Date.now(), stalled: false }
     // The next chunk is read and validated while the one before waits for JetStream's acks; chunks are still
     // noted (and the checkpoint moved) one after another, in order, each once JetStream has all of it.
     let sending: Promise<() => void> | undefined
@@ -182,6 +194,7 @@ export class BatchWorker {
       sent.catch(() => {})
       await notePrevious()
       sending = sent
+      await this.#awaitSinkBacklog(job.id, sink)
       // The sink stores while records are still going out: show that progress too, every few seconds.
       if (Date.now() - storedAskedAt > 2000) {
         storedAskedAt = Date.now()
@@ -261,6 +274,35 @@ export class BatchWorker {
       if (!isSluiceError(err)) throw err
       const job = jobs.get(id) as BatchJob
       return { stored: job.stored, evaluated: job.evaluated }
+    }
+  }
+
+  /**
+   * Waits while the analytics sink has more than batch.sinkBacklogMessages messages to store, so that real-time
+   * records are not queued behind a whole job. Returns at once when there is no sink consumer or the job is to be
+   * left, and while the sink has stored nothing for batch.sinkStallSeconds (it is stopped: the job is not held
+   * for it). `sink` follows the sink's progress from chunk to chunk of the job.
+   */
+  async #awaitSinkBacklog(id: string, sink: SinkProgress): Promise<void> {
+    const { jsm, config } = this.#opts
+    if (config.sinkBacklogMessages === 0) return
+    for (;;) {
+      const info = await jsm.consumers.info(CONSUMERS.analyticsSink.stream, CONSUMERS.analyticsSink.durable).catch(() => null)
+      if (!info) return
+      const now = Date.now()
+      if (info.ack_floor.stream_seq !== sink.ackFloor) {
+        sink.ackFloor = info.ack_floor.stream_seq
+        sink.movedAt = now
+        sink.stalled = false
+      }
+      const backlog = info.num_pending + info.num_ack_pending
+      if (backlog <= config.sinkBacklogMessages || this.#interrupted(id)) return
+      if (now - sink.movedAt >= config.sinkStallSeconds * 1000) {
+        if (!sink.stalled) this.#opts.log.warn({ job: id, backlog }, 'the analytics sink stores nothing; the batch job sends on without waiting for it')
+        sink.stalled = true
+        return
+      }
+      await sleep(SINK_BACKLOG_POLL_MS)
     }
   }
 
