@@ -8,11 +8,14 @@ import { pipeline } from 'node:stream/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DuckDBInstance } from '@duckdb/node-api'
 import { writeCsv } from '../fixtures/generate.ts'
+import { percentile, probeFreshness } from './freshness.ts'
 import { cpuSeconds, natsServerPid, rssBytes } from './proc.ts'
 import type { BenchResult, Figure, Target } from './report.ts'
 import { withSluiceServe } from './server-process.ts'
 
 /** One CSV upload of this many transactions; status polled, server memory sampled, while the job runs. */
+/** A real-time record sent every so often while the job runs, each polled for until queryable. */
+const REAL_TIME_PROBE = { everyMs: 1000, pollEveryMs: 20, timeoutMs: 120_000 } as const
 const BATCH = { records: 1_000_000, pollEveryMs: 200, rssEveryMs: 100, timelineEveryMs: 1000, progressEveryMs: 5000, timeoutMs: 20 * 60_000 } as const
 
 export const BATCH_TARGETS = {
@@ -133,6 +136,8 @@ interface SluiceMeasurements {
   idleRss: { sluice_mb: number | null; nats_mb: number | null }
   cpuSeconds: { sluice: number | null; nats: number | null }
   timeline: TimelinePoint[]
+  /** POST-to-queryable times of real-time records sent one at a time while the job ran, ms. */
+  realTimeFreshnessMs: number[]
   problems: string[]
 }
 
@@ -151,6 +156,7 @@ async function measureRunningSluice(
     idleRss: { sluice_mb: megabytes(rssBytes(pids.sluice)), nats_mb: pids.nats === null ? null : megabytes(rssBytes(pids.nats)) },
     cpuSeconds: { sluice: null, nats: null },
     timeline: [],
+    realTimeFreshnessMs: [],
     problems: [],
   }
   const cpuAtStart = { sluice: cpuSeconds(pids.sluice), nats: pids.nats === null ? null : cpuSeconds(pids.nats) }
@@ -176,6 +182,16 @@ async function measureRunningSluice(
     }
     const { job_id: jobId } = JSON.parse(answer.body) as { job_id: string }
     progress(`job ${jobId} accepted after ${measured.uploadSeconds.toFixed(1)} s; following it`)
+    // Real-time records sent while the job runs share the analytics sink with it: how soon are they queryable?
+    let jobRunning = true
+    const probes = (async () => {
+      for (let n = 0; jobRunning; n++) {
+        const probe = await probeFreshness({ url, headers }, `during-job-${n}`, REAL_TIME_PROBE)
+        if ('problem' in probe) return measured.problems.push(probe.problem)
+        measured.realTimeFreshnessMs.push(probe.queryableMs)
+        await sleep(REAL_TIME_PROBE.everyMs)
+      }
+    })()
     let lastTimeline = Number.NEGATIVE_INFINITY
     let lastProgress = performance.now()
     for (;;) {
@@ -216,6 +232,8 @@ async function measureRunningSluice(
       }
       await sleep(BATCH.pollEveryMs)
     }
+    jobRunning = false
+    await probes
   } finally {
     memory.stop()
     measured.cpuSeconds = cpuNow()
@@ -265,6 +283,7 @@ export async function runBatchBench(): Promise<BenchResult> {
     const sluice = await measureSluice(`bench_admin_${randomBytes(16).toString('hex')}`, csvPath)
 
     const problems = [...sluice.problems, ...countProblems(sluice.final, records)]
+    const realTimeFreshness = [...sluice.realTimeFreshnessMs].sort((a, b) => a - b)
     if (records !== BATCH.records) problems.push(`the generator wrote ${records} records, not ${BATCH.records}`)
     if (duckdb.rows !== records) problems.push(`DuckDB read ${duckdb.rows} rows of the ${records} records`)
 
@@ -285,6 +304,8 @@ export async function runBatchBench(): Promise<BenchResult> {
       { label: 'ratio Sluice / DuckDB time', value: ratioToDuckdb, unit: '', decimals: 1, target: BATCH_TARGETS.ratioToDuckdb },
       { label: 'Sluice server peak RSS', value: megabytes(sluice.sluicePeakRssBytes), unit: 'MB', target: BATCH_TARGETS.sluicePeakRssMb },
       { label: 'nats-server peak RSS', value: megabytes(sluice.natsPeakRssBytes), unit: 'MB' },
+      { label: 'real-time record POST to queryable during the job, p50', value: percentile(realTimeFreshness, 0.5), unit: 'ms' },
+      { label: 'real-time record POST to queryable during the job, max', value: realTimeFreshness.at(-1) ?? null, unit: 'ms' },
       { label: 'records accepted', value: sluice.final?.counts.accepted ?? null, unit: '' },
       { label: 'records rejected', value: sluice.final?.counts.rejected ?? null, unit: '' },
       { label: 'records stored', value: sluice.final?.counts.stored ?? null, unit: '' },

@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import autocannon, { type Result as LoadResult } from 'autocannon'
 import { generateOf } from '../fixtures/generator.ts'
+import { percentile, probeFreshness } from './freshness.ts'
 import { cpuSeconds, natsServerPid } from './proc.ts'
 import type { BenchResult, Figure, Target } from './report.ts'
 import { freePort, startServerProcess, withSluiceServe } from './server-process.ts'
@@ -20,29 +21,6 @@ export const INGEST_TARGETS = {
   freshnessP99Ms: { op: '<', value: 1000 },
 } as const satisfies Record<string, Target>
 
-/** A complete, valid transaction for the freshness probe; each probe changes transaction_id, since identical bodies are deduplicated. */
-const SAMPLE_TRANSACTION = {
-  transaction_id: 't-1',
-  account_id: 'acc-1',
-  amount: 42.5,
-  currency: 'EUR',
-  direction: 'debit',
-  type: 'card_payment',
-  status: 'completed',
-  created_at: '2026-01-05T10:00:00Z',
-  channel: 'pos',
-  country: 'DE',
-  counterparty_id: null,
-  counterparty_name: null,
-  merchant_id: 'm-1',
-  merchant_name: 'Corner Grocery',
-  merchant_category: '5411',
-  card_id: 'card-1',
-  device_id: null,
-  ip_address: null,
-  description: null,
-  metadata: null,
-}
 /**
  * The load: realistic transactions from the seeded generator (thousands of accounts, their own times spread over
  * simulated weeks), so the rule stage's velocity windows hold what a real account's would. Every body is distinct,
@@ -61,11 +39,6 @@ function loadBodies(): string[] {
 }
 
 const progress = (message: string) => process.stderr.write(`ingest: ${message}\n`)
-
-function percentile(sorted: number[], fraction: number): number | null {
-  if (sorted.length === 0) return null
-  return sorted[Math.min(sorted.length - 1, Math.ceil(fraction * sorted.length) - 1)]
-}
 
 function runLoad(url: string, headers: Record<string, string>, seconds: number): PromiseLike<LoadResult> {
   return autocannon({
@@ -220,30 +193,13 @@ async function measureFreshness(sluice: SluiceClient): Promise<FreshnessSamples>
   let next = 0
   const sendOneAtATime = async () => {
     while (next < FRESHNESS.records && samples.problems.length === 0) {
-      const body = JSON.stringify({ ...SAMPLE_TRANSACTION, transaction_id: `fresh-${next++}` })
-      const started = performance.now()
-      const res = await fetch(`${sluice.url}/transaction`, { method: 'POST', headers: { ...sluice.headers, 'content-type': 'application/json' }, body })
-      const answer = await res.text()
-      samples.postMs.push(performance.now() - started)
-      if (res.status !== 202) {
-        samples.problems.push(`POST /transaction answered ${res.status} during the freshness test: ${answer}`)
+      const probe = await probeFreshness(sluice, `fresh-${next++}`, FRESHNESS)
+      if ('problem' in probe) {
+        samples.problems.push(probe.problem)
         return
       }
-      const { record_id: recordId } = JSON.parse(answer) as { record_id: string }
-      const query = `/records/transaction?record_id=${encodeURIComponent(recordId)}&limit=1`
-      for (;;) {
-        const { records } = await sluice.get<{ records: unknown[] }>(query)
-        const now = performance.now()
-        if (records.length > 0) {
-          samples.queryableMs.push(now - started)
-          break
-        }
-        if (now - started > FRESHNESS.timeoutMs) {
-          samples.problems.push(`record ${recordId} was not queryable ${FRESHNESS.timeoutMs} ms after its POST`)
-          return
-        }
-        await sleep(FRESHNESS.pollEveryMs)
-      }
+      samples.postMs.push(probe.postMs)
+      samples.queryableMs.push(probe.queryableMs)
     }
   }
   await Promise.all(Array.from({ length: FRESHNESS.inFlight }, sendOneAtATime))

@@ -20,6 +20,7 @@ import {
   type StageRecord,
 } from '../rules/index.ts'
 import { type DecisionName, openStateDb, SchemaRegistry } from '../storage/index.ts'
+import { percentile } from './freshness.ts'
 import type { BenchResult, Figure, Target } from './report.ts'
 import { type BenchSluice, withSluiceServe } from './server-process.ts'
 
@@ -38,11 +39,6 @@ export const RULES_TARGETS = {
 
 const DAY_MS = 86_400_000
 const progress = (message: string) => process.stderr.write(`rules: ${message}\n`)
-
-function percentile(sorted: number[], fraction: number): number | null {
-  if (sorted.length === 0) return null
-  return sorted[Math.min(sorted.length - 1, Math.ceil(fraction * sorted.length) - 1)]
-}
 
 function latencySummary(samples: number[]) {
   const sorted = [...samples].sort((a, b) => a - b)
