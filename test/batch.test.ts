@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { connect } from '@nats-io/transport-node'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { generateBatch } from '../fixtures/generator.ts'
 import { runCli } from './helpers/cli.ts'
 import { eventually, startTestNats, startTestSluice, type TestSluice, tempDir } from './helpers/sluice.ts'
@@ -228,14 +228,12 @@ t.test('a job cancelled while it runs sends nothing more: every record it sent i
   t.equal(stored, status.counts.accepted, `the records stored are the ones the job counts (${stored} stored)`)
 })
 
-/** Records of one job, numbered apart from every other test's. */
-function numbered(count: number, tag: string) {
-  return Array.from({ length: count }, (_, i) => ({ ...transactions[i % transactions.length], transaction_id: `${tag}-${i}` }))
-}
-
-t.test('a job waits for the analytics sink, so a real-time record sent meanwhile is stored before the rest of the job', async (t) => {
+/**
+ * Ingress and a batch worker apart from the analytics sink, which is away: its consumer was made, then nothing
+ * pulls from it, so a job's records pile up until startSink(). `sinkStallSeconds` says how long a job waits for it.
+ */
+async function withSinkAway(t: Test, sinkStallSeconds: number) {
   const nats = await startTestNats(t)
-  // The sink's consumer is made, then nothing pulls from it: a job's records pile up until the sink is back.
   const firstSink = await startTestSluice(t, { natsUrl: nats.url, config: { roles: ['sink'] } })
   await firstSink.stop()
   const s = await startTestSluice(t, {
@@ -245,9 +243,23 @@ t.test('a job waits for the analytics sink, so a real-time record sent meanwhile
       roles: ['ingress', 'batch'],
       // Status pages ask the sink for stored counts: while it is away they wait this long for it.
       http: { queryTimeoutMs: 300 },
-      batch: { chunkSize: 100, sinkBacklogMessages: 5, sinkStallSeconds: 60, pollIntervalMs: 20 },
+      batch: { chunkSize: 100, sinkBacklogMessages: 5, sinkStallSeconds, pollIntervalMs: 20 },
     },
   })
+  const startSink = async () => {
+    const sink = await startTestSluice(t, { natsUrl: nats.url, dataDir: firstSink.dataDir, config: { roles: ['sink'] } })
+    t.teardown(() => sink.stop())
+  }
+  return { s, startSink }
+}
+
+/** Records of one job, numbered apart from every other test's. */
+function numbered(count: number, tag: string) {
+  return Array.from({ length: count }, (_, i) => ({ ...transactions[i % transactions.length], transaction_id: `${tag}-${i}` }))
+}
+
+t.test('a job waits for the analytics sink, so a real-time record sent meanwhile is stored before the rest of the job', async (t) => {
+  const { s, startSink } = await withSinkAway(t, 60)
   const rows = numbered(2000, 'held')
   const id = await jobIdOf(await upload(s, JSON.stringify(rows), 'application/json', '?object=transaction'))
   const status = async () => (await (await s.request('GET', `/batch-status/${id}`)).json()) as JobStatus
@@ -257,8 +269,7 @@ t.test('a job waits for the analytics sink, so a real-time record sent meanwhile
   const held = await status()
   t.ok(held.counts.processed <= 200, `with no sink storing, the job sent no more than two chunks (${held.counts.processed} of 2000 rows)`)
   t.equal((await s.request('POST', '/transaction', { ...transactions[0], transaction_id: 'live-during-job' })).status, 202)
-  const sink = await startTestSluice(t, { natsUrl: nats.url, dataDir: firstSink.dataDir, config: { roles: ['sink'] } })
-  t.teardown(() => sink.stop())
+  await startSink()
   t.match(await finished(s, id), { state: 'completed', counts: { accepted: 2000, stored: 2000 } }, 'the job completes once the sink is back')
   // The sink stores in stream order: every record of the job sent after the real-time one was stored after it.
   const stored: { seq: number; job_id: string | null }[] = []
@@ -277,14 +288,7 @@ t.test('a job waits for the analytics sink, so a real-time record sent meanwhile
 })
 
 t.test('a job does not wait for a stopped analytics sink: it sends every record, and completes once the sink is back', async (t) => {
-  const nats = await startTestNats(t)
-  const firstSink = await startTestSluice(t, { natsUrl: nats.url, config: { roles: ['sink'] } })
-  await firstSink.stop()
-  const s = await startTestSluice(t, {
-    natsUrl: nats.url,
-    dataDir: firstSink.dataDir,
-    config: { roles: ['ingress', 'batch'], batch: { chunkSize: 100, sinkBacklogMessages: 5, sinkStallSeconds: 1, pollIntervalMs: 20 } },
-  })
+  const { s, startSink } = await withSinkAway(t, 1)
   const id = await jobIdOf(await upload(s, JSON.stringify(numbered(2000, 'unheld')), 'application/json', '?object=transaction'))
   const sent = await eventually(
     async () => {
@@ -295,8 +299,7 @@ t.test('a job does not wait for a stopped analytics sink: it sends every record,
     50,
   )
   t.match(sent, { state: 'processing', counts: { accepted: 2000, stored: 0 } }, 'every record sent; none stored, and the job waits for them')
-  const sink = await startTestSluice(t, { natsUrl: nats.url, dataDir: firstSink.dataDir, config: { roles: ['sink'] } })
-  t.teardown(() => sink.stop())
+  await startSink()
   t.match(await finished(s, id), { state: 'completed', counts: { stored: 2000 } })
 })
 
