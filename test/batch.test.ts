@@ -241,7 +241,7 @@ async function withSinkAway(t: Test, sinkStallSeconds: number) {
     dataDir: firstSink.dataDir,
     config: {
       roles: ['ingress', 'batch'],
-      // Status pages ask the sink for stored counts: while it is away they wait this long for it.
+      // The worker asks the sink for the job's stored count as it goes: while the sink is away, at most this long.
       http: { queryTimeoutMs: 300 },
       batch: { chunkSize: 100, sinkBacklogMessages: 5, sinkStallSeconds, pollIntervalMs: 20 },
     },
