@@ -146,6 +146,12 @@ t.test('batch uploads: formats, counts, error reports', async (t) => {
     t.match(await finished(s, await jobIdOf(nameless)), { state: 'failed', error: /which object/ }, 'no object anywhere: the job fails and says why')
     const badGzip = await upload(s, 'not gzip at all', 'application/x-ndjson', '?object=transaction', { 'content-encoding': 'gzip' })
     t.match(await finished(s, await jobIdOf(badGzip)), { state: 'failed', error: /gzip/ })
+    const badGzipJson = await upload(s, 'not gzip either', 'application/json', '?object=transaction', { 'content-encoding': 'gzip' })
+    t.match(await finished(s, await jobIdOf(badGzipJson)), { state: 'failed', error: /gzip/ }, 'a JSON body that is not gzip: the job fails and says so')
+    const cut = JSON.stringify(transactions.slice(126, 129)).slice(0, -40)
+    const truncated = await finished(s, await jobIdOf(await upload(s, cut, 'application/json', '?object=transaction')))
+    t.match(truncated, { state: 'failed', error: /JSON cannot be read after record 2/ }, 'a JSON array cut short: the job fails and says after which record')
+    t.equal(truncated.counts.accepted, 0, 'nothing of it was published')
   })
 
   t.test('idempotent resubmission, and bad requests', async (t) => {
