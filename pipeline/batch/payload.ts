@@ -1,24 +1,18 @@
 import { createReadStream } from 'node:fs'
 import { createInterface } from 'node:readline'
-import { pipeline, type Readable, Transform } from 'node:stream'
+import { type Readable, Transform } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import Papa from 'papaparse'
-import { parser as jsonTokens } from 'stream-json'
-import Assembler from 'stream-json/assembler.js'
 import type { ObjectSchemaDoc, PayloadFormat } from '../../storage/index.ts'
+import { JsonRecordSplitter, type PayloadSettings } from './json-records.ts'
+
+export type { PayloadSettings }
 
 /**
  * One record of a payload, or why its row could not be read as a record. A CSV row comes as its cells, made into
  * a record (typeCsvRecord) by the schema current when it is published.
  */
 export type PayloadItem = { row: number; record: unknown } | { row: number; cells: string[]; header: readonly string[] } | { row: number; unreadable: string }
-
-/** Settings a JSON envelope payload carries beside its records. */
-export interface PayloadSettings {
-  object?: string
-  update_schema?: boolean
-  evaluate_rules?: boolean
-}
 
 /** The payload as a whole cannot be read (broken CSV quoting, truncated JSON, over the size limit): the job fails. */
 export class PayloadError extends Error {}
@@ -141,112 +135,24 @@ async function* readCsv(input: Readable): AsyncGenerator<PayloadItem[]> {
   }
 }
 
-/** Parser tokens handed on together. */
-const TOKENS_PER_RUN = 4096
-
-/**
- * A stream's objects in runs of up to `size`, the stream paused while a run waits. Objects that came before a
- * failure are handed on before it is thrown, so an error names the last record read.
- */
-async function* runsOf<T>(stream: Readable, size: number): AsyncGenerator<T[]> {
-  let run: T[] = []
-  let failure: Error | undefined
-  let ended = false
-  let wake: (() => void) | undefined
-  stream.on('data', (item: T) => {
-    run.push(item)
-    if (run.length < size) return
-    stream.pause()
-    wake?.()
-  })
-  stream.on('error', (err) => {
-    failure = err
-    wake?.()
-  })
-  stream.on('end', () => {
-    ended = true
-    wake?.()
-  })
-  try {
-    for (;;) {
-      if (run.length < size && !failure && !ended) await new Promise<void>((resolve) => (wake = resolve))
-      if (run.length > 0) {
-        const full = run
-        run = []
-        yield full
-        stream.resume()
-      } else if (failure) throw failure
-      else if (ended) return
-    }
-  } finally {
-    stream.destroy()
-  }
-}
-
 /** A JSON array of records, or `{"object": ..., "records": [...], "update_schema": ..., "evaluate_rules": ...}`. */
 async function* readJson(input: Readable, settings: PayloadSettings): AsyncGenerator<PayloadItem[]> {
-  // Values come packed (a string is one token, not its chunks), and tokens reach this loop in runs: awaited one by
-  // one, a 2,000-record array took 430 ms to read.
-  const tokens = pipeline(input, jsonTokens.asStream({ streamValues: false }), () => {})
-  const asm = new Assembler()
-  let depth = 0
-  let topLevel: 'array' | 'object' | undefined
-  let key: string | undefined
-  let inRecords = false
+  const splitter = new JsonRecordSplitter(settings)
   let row = 0
   let items: PayloadItem[] = []
   try {
-    for await (const run of runsOf<{ name: string; value?: unknown }>(tokens, TOKENS_PER_RUN))
-      for (const token of run) {
-        if (!topLevel) {
-          if (token.name === 'startArray') topLevel = 'array'
-          else if (token.name === 'startObject') topLevel = 'object'
-          else throw new PayloadError('a JSON payload must be an array of records or an object with a records array')
-          depth = 1
-          inRecords = topLevel === 'array'
-          continue
-        }
-        if (asm.depth > 0 || (inRecords && depth === (topLevel === 'array' ? 1 : 2) && token.name !== 'endArray')) {
-          // Inside one record: let the assembler build it.
-          asm.consume(token as never)
-          if (asm.depth === 0 && asm.done) {
-            row++
-            items.push({ row, record: asm.current })
-            if (items.length >= ITEMS_PER_YIELD) {
-              yield items
-              items = []
-            }
-          }
-          continue
-        }
-        switch (token.name) {
-          case 'startObject':
-          case 'startArray':
-            if (depth === 1 && key === 'records' && token.name === 'startArray') inRecords = true
-            depth++
-            break
-          case 'endObject':
-          case 'endArray':
-            if (inRecords && depth === 2) inRecords = false
-            depth--
-            break
-          case 'keyValue':
-            if (depth === 1) key = token.value as string
-            break
-          case 'stringValue':
-          case 'trueValue':
-          case 'falseValue':
-          case 'numberValue':
-          case 'nullValue':
-            if (depth === 1 && key) {
-              const value = token.name === 'trueValue' ? true : token.name === 'falseValue' ? false : token.value
-              if (key === 'object' && typeof value === 'string') settings.object = value
-              if (key === 'update_schema' && typeof value === 'boolean') settings.update_schema = value
-              if (key === 'evaluate_rules' && typeof value === 'boolean') settings.evaluate_rules = value
-            }
-            break
-        }
+    for await (const chunk of input.setEncoding('utf8') as AsyncIterable<string>) {
+      for (const text of splitter.push(chunk)) {
+        const record: unknown = JSON.parse(text)
+        row++
+        items.push({ row, record })
       }
+      if (items.length >= ITEMS_PER_YIELD) {
+        yield items
+        items = []
+      }
+    }
+    splitter.end()
     if (items.length > 0) yield items
   } catch (err) {
     if (err instanceof PayloadError) throw err
