@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import autocannon, { type Result as LoadResult } from 'autocannon'
 import { generateOf } from '../fixtures/generator.ts'
