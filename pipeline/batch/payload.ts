@@ -146,10 +146,10 @@ async function* readJson(input: Readable, settings: PayloadSettings): AsyncGener
         const record: unknown = JSON.parse(text)
         row++
         items.push({ row, record })
-      }
-      if (items.length >= ITEMS_PER_YIELD) {
-        yield items
-        items = []
+        if (items.length >= ITEMS_PER_YIELD) {
+          yield items
+          items = []
+        }
       }
     }
     splitter.end()
