@@ -13,9 +13,9 @@ import { cpuSeconds, natsServerPid, rssBytes } from './proc.ts'
 import type { BenchResult, Figure, Target } from './report.ts'
 import { withSluiceServe } from './server-process.ts'
 
-/** One CSV upload of this many transactions; status polled, server memory sampled, while the job runs. */
 /** A real-time record sent every so often while the job runs, each polled for until queryable. */
 const REAL_TIME_PROBE = { everyMs: 1000, pollEveryMs: 20, timeoutMs: 120_000 } as const
+/** One CSV upload of this many transactions; status polled, server memory sampled, while the job runs. */
 const BATCH = { records: 1_000_000, pollEveryMs: 200, rssEveryMs: 100, timelineEveryMs: 1000, progressEveryMs: 5000, timeoutMs: 20 * 60_000 } as const
 
 export const BATCH_TARGETS = {

@@ -119,7 +119,7 @@ export const ConfigSchema = Type.Object(
          * 400,000-row job); the job takes as long. 0: no limit.
          */
         sinkBacklogMessages: Type.Integer({ default: 200, minimum: 0 }),
-        /** A sink whose backlog has not shrunk for this long is taken for stopped, and the job sends on without it. */
+        /** A sink that has stored nothing for this long (its consumer's ack floor has not moved) is taken for stopped, and the job sends on without it. */
         sinkStallSeconds: Type.Integer({ default: 10, minimum: 1 }),
       },
       { default: {}, additionalProperties: false },

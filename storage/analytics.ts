@@ -502,8 +502,9 @@ function structType(spec: string | { [field: string]: string | object }): string
 /**
  * The insert of a batch of record messages `{seq, envs}` (the first record's sequence, the message's envelopes):
  * one a line in `file`, or a JSON array of them in parameter 4; parameter 1 is the time stored. Messages stored
- * before (a redelivery) are left out. A record's sequence counts on from its message's by its place in it. Unnesting a list of the envelopes measured 1.4 µs per
- * record; a lateral json_each over them grew with the message's size (60-130 µs per record at 1,000 to a message).
+ * before (a redelivery) are left out. A record's sequence counts on from its message's by its place in it.
+ * Unnesting a list of the envelopes measured 1.4 µs per record; a lateral json_each over them grew with the
+ * message's size (60-130 µs per record at 1,000 to a message).
  * From the parameter, a value that does not convert to its column's type (one sent under an older schema version)
  * becomes null rather than fail the batch; read_ndjson fails instead, and append() then uses the parameter.
  */

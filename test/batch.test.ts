@@ -200,6 +200,21 @@ t.test('a cancelled job stops and says so', async (t) => {
   t.equal((await s.request('DELETE', `/batch-status/${id}`)).status, 409, 'a finished job cannot be cancelled again')
 })
 
+/** Every stored version of every transaction, newest first, page by page. */
+async function storedTransactions(s: TestSluice): Promise<{ seq: number; job_id: string | null }[]> {
+  const stored: { seq: number; job_id: string | null }[] = []
+  let cursor: string | undefined
+  do {
+    const page = (await (await s.request('GET', `/records/transaction?view=history&limit=1000${cursor ? `&cursor=${cursor}` : ''}`)).json()) as {
+      records: { seq: number; job_id: string | null }[]
+      next_cursor?: string
+    }
+    stored.push(...page.records)
+    cursor = page.next_cursor
+  } while (cursor)
+  return stored
+}
+
 t.test('a job cancelled while it runs sends nothing more: every record it sent is counted in it', async (t) => {
   // Chunks large enough that some of their messages are full, and leave, before the chunk ends.
   const s = await startTestSluice(t, { config: { batch: { chunkSize: 1000, pollIntervalMs: 20 } } })
@@ -221,16 +236,7 @@ t.test('a job cancelled while it runs sends nothing more: every record it sent i
   t.ok(status.counts.accepted < rows.length, `stopped part way (${status.counts.accepted} of ${rows.length})`)
   // Whatever reached JetStream is stored; give the sink time, then count the job's records.
   await new Promise((r) => setTimeout(r, 1000))
-  let stored = 0
-  let cursor: string | undefined
-  do {
-    const page = (await (await s.request('GET', `/records/transaction?view=history&limit=1000${cursor ? `&cursor=${cursor}` : ''}`)).json()) as {
-      records: { job_id: string | null }[]
-      next_cursor?: string
-    }
-    stored += page.records.filter((r) => r.job_id === id).length
-    cursor = page.next_cursor
-  } while (cursor)
+  const stored = (await storedTransactions(s)).filter((r) => r.job_id === id).length
   t.equal(stored, status.counts.accepted, `the records stored are the ones the job counts (${stored} stored)`)
 })
 
@@ -278,16 +284,7 @@ t.test('a job waits for the analytics sink, so a real-time record sent meanwhile
   await startSink()
   t.match(await finished(s, id), { state: 'completed', counts: { accepted: 2000, stored: 2000 } }, 'the job completes once the sink is back')
   // The sink stores in stream order: every record of the job sent after the real-time one was stored after it.
-  const stored: { seq: number; job_id: string | null }[] = []
-  let cursor: string | undefined
-  do {
-    const page = (await (await s.request('GET', `/records/transaction?view=history&limit=1000${cursor ? `&cursor=${cursor}` : ''}`)).json()) as {
-      records: { seq: number; job_id: string | null }[]
-      next_cursor?: string
-    }
-    stored.push(...page.records)
-    cursor = page.next_cursor
-  } while (cursor)
+  const stored = await storedTransactions(s)
   const live = stored.find((r) => r.job_id === null) as { seq: number }
   const behindLive = stored.filter((r) => r.job_id === id && r.seq > live.seq).length
   t.ok(behindLive >= 1800, `the real-time record was stored ahead of ${behindLive} of the job's 2000 records`)

@@ -194,18 +194,18 @@ export class JsonRecordSplitter {
     }
     if (i === start && this.#value.length === 0) throw this.#unexpected(chunk.charCodeAt(i), 'a value')
     this.#value.push(chunk.slice(start, i))
-    this.#finishLiteral(records)
+    this.#complete(records)
     return i
   }
 
   #finish(chunk: string, start: number, end: number, records: string[]): number {
     this.#value.push(chunk.slice(start, end))
-    this.#finishLiteral(records)
+    this.#complete(records)
     return end
   }
 
   /** The value's text is complete: a record, a member name, or another member's value. */
-  #finishLiteral(records: string[]): void {
+  #complete(records: string[]): void {
     const text = this.#value.length === 1 ? this.#value[0] : this.#value.join('')
     this.#value = []
     this.#measuring = false
