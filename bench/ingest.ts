@@ -116,20 +116,33 @@ function loadProblems(server: string, load: LoadSummary): string[] {
   return problems
 }
 
-async function measureBareServer(headers: Record<string, string>): Promise<LoadSummary & { cpu: CpuPerRequest }> {
+/**
+ * The two baselines Sluice is compared with: bare fastify (the issue's), and the least the ingest path's job takes
+ * on this stack (fastify, a JetStream publish awaiting its ack, DuckDB storage by a consumer, nothing else), whose
+ * ratio to the bare server is the ceiling of Sluice's on this machine.
+ */
+const BASELINES = {
+  bare: { name: 'bare fastify server', script: 'bench/bare-server.ts', portVariable: 'BARE_SERVER_PORT' },
+  minimal: { name: 'minimal pipeline server', script: 'bench/minimal-pipeline-server.ts', portVariable: 'MINIMAL_SERVER_PORT' },
+} as const
+
+async function measureBaseline(
+  baseline: (typeof BASELINES)[keyof typeof BASELINES],
+  headers: Record<string, string>,
+): Promise<LoadSummary & { cpu: CpuPerRequest }> {
   const port = await freePort()
-  progress('starting the bare fastify server')
+  progress(`starting the ${baseline.name}`)
   const url = `http://127.0.0.1:${port}`
   const server = await startServerProcess({
-    name: 'bare fastify server',
-    args: ['--import', 'tsx', 'bench/bare-server.ts'],
-    env: { ...process.env, BARE_SERVER_PORT: String(port) },
+    name: baseline.name,
+    args: ['--import', 'tsx', baseline.script],
+    env: { ...process.env, [baseline.portVariable]: String(port) },
     url,
   })
   try {
-    progress(`bare server: ${LOAD.warmupSeconds} s warm-up, ${LOAD.seconds} s load`)
+    progress(`${baseline.name}: ${LOAD.warmupSeconds} s warm-up, ${LOAD.seconds} s load`)
     await runLoad(url, headers, LOAD.warmupSeconds)
-    return await measureCpu({ server: server.pid, nats: null }, async () => summarizeLoad(await runLoad(url, headers, LOAD.seconds)))
+    return await measureCpu({ server: server.pid, nats: await natsServerPid(server.pid) }, async () => summarizeLoad(await runLoad(url, headers, LOAD.seconds)))
   } finally {
     await server.stop()
   }
@@ -301,7 +314,8 @@ function setupFigures(label: string, details: ReturnType<typeof setupDetails>, b
 /** Single-record HTTP ingest: Sluice (two set-ups) against a bare fastify server, end-to-end throughput and freshness. */
 export async function runIngestBench(): Promise<BenchResult> {
   const adminKey = `bench_admin_${randomBytes(16).toString('hex')}`
-  const bare = await measureBareServer({ authorization: `Bearer ${adminKey}` })
+  const bare = await measureBaseline(BASELINES.bare, { authorization: `Bearer ${adminKey}` })
+  const minimal = await measureBaseline(BASELINES.minimal, { authorization: `Bearer ${adminKey}` })
   const measured: { setup: (typeof SETUPS)[number]; sluice: SluiceMeasurements; details: ReturnType<typeof setupDetails> }[] = []
   for (const setup of SETUPS) {
     const sluice = await measureSluice(adminKey, setup.roles)
@@ -314,6 +328,10 @@ export async function runIngestBench(): Promise<BenchResult> {
       { label: 'bare fastify POST /transaction', value: bare.requests_per_second, unit: 'req/s' },
       { label: '  CPU per request: the bare server', value: bare.cpu.server_us, unit: 'µs' },
       { label: '  CPU per request: the load generator', value: bare.cpu.load_generator_us, unit: 'µs' },
+      { label: 'minimal pipeline (JetStream publish + DuckDB store only)', value: minimal.requests_per_second, unit: 'req/s' },
+      { label: "  ratio to bare req/s (the ceiling of Sluice's)", value: minimal.requests_per_second / bare.requests_per_second, unit: '', decimals: 2 },
+      { label: '  CPU per request: the minimal server', value: minimal.cpu.server_us, unit: 'µs' },
+      { label: '  CPU per request: its nats-server', value: minimal.cpu.nats_server_us, unit: 'µs' },
       ...measured.flatMap(({ setup, details }) => setupFigures(setup.label, details, bare.requests_per_second)),
     ],
     details: {
@@ -327,8 +345,13 @@ export async function runIngestBench(): Promise<BenchResult> {
         freshness_poll_every_ms: FRESHNESS.pollEveryMs,
       },
       bare,
+      minimal_pipeline: minimal,
       ...Object.fromEntries(measured.map(({ setup, details }) => [setup.key, details])),
     },
-    problems: [...loadProblems('the bare server', bare), ...measured.flatMap(({ sluice }) => sluice.problems)],
+    problems: [
+      ...loadProblems('the bare server', bare),
+      ...loadProblems('the minimal pipeline server', minimal),
+      ...measured.flatMap(({ sluice }) => sluice.problems),
+    ],
   }
 }
