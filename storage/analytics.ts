@@ -63,7 +63,7 @@ export interface ObjectStats {
   /** Records received in the last minute, per second. */
   rate_per_second: number
   last_received_at: string | null
-  /** Mean time from receipt to being queryable over the last minute, ms. */
+  /** Mean time from receipt to being queryable of the records sent one at a time in the last minute, ms (null: none). */
   freshness_ms: number | null
 }
 
@@ -431,11 +431,12 @@ export class AnalyticsStore {
         out.push({ object, total: 0, rate_per_second: 0, last_received_at: null, freshness_ms: null })
         continue
       }
+      // A batch job's records carry the job's receipt: their freshness would be the job's length, not the pipeline's.
       const res = await this.#read.runAndReadAll(
         `SELECT count(*) AS total,
                 count(*) FILTER (WHERE _received_at >= $since) AS last_minute,
                 max(_received_at) AS last_received_at,
-                avg(epoch_ms(_stored_at) - epoch_ms(_received_at)) FILTER (WHERE _received_at >= $since) AS freshness_ms
+                avg(epoch_ms(_stored_at) - epoch_ms(_received_at)) FILTER (WHERE _received_at >= $since AND _job_id IS NULL) AS freshness_ms
          FROM ${tableName(object)}`,
         { since },
       )

@@ -113,6 +113,28 @@ t.test("a batch job's message stores each of its records, numbered by place, onc
   )
 })
 
+t.test("freshness in the stats is the real-time records': a batch job's records, received with their job, are left out", async (t) => {
+  const store = await AnalyticsStore.open(join(tempDir(t), 'a.duckdb'))
+  t.teardown(() => store.close())
+  await store.ensureTable(schema)
+  const record = { activity_id: 'a-1', account_id: 'acc-1', event_type: 'login', occurred_at: '2026-01-01T00:00:00Z' }
+  const now = Date.now()
+  const live = envelopeJson({ record_id: 'live', object: 'activity', received_at: now - 200, source: 'api', schema_version: 1, record })
+  const ofJob = Array.from({ length: 5 }, (_, i) =>
+    envelopeJson({ record_id: `job-${i}`, object: 'activity', received_at: now - 30_000, source: 'batch', schema_version: 1, job_id: 'job_1', record }),
+  )
+  await store.append('activity', [
+    { seq: recordSeq(1), envelopes: Buffer.from(`[${live}]`) },
+    { seq: recordSeq(2), envelopes: Buffer.from(`[${ofJob.join(',')}]`) },
+  ])
+  const [stats] = await store.stats(['activity'])
+  t.equal(stats.total, 6, 'every record counts in the total')
+  t.ok(
+    stats.freshness_ms !== null && stats.freshness_ms >= 200 && stats.freshness_ms < 5000,
+    `freshness ${stats.freshness_ms} ms: the live record's, not the job's 30 s`,
+  )
+})
+
 t.test('the current view pages newest first, right when the newest rows are late old versions and updates', async (t) => {
   const store = await AnalyticsStore.open(join(tempDir(t), 'a.duckdb'))
   t.teardown(() => store.close())

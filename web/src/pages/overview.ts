@@ -291,7 +291,7 @@ export function OverviewPage() {
       <${Stat} label="Records stored" testid="stat-total" value=${formatNumber(total)}
         sub=${stats?.map((s) => `${s.object} ${formatNumber(s.total)}`).join(' · ')} />
       <${Stat} label="Ingest rate" testid="stat-rate" value=${formatRate(rateNow)} sub="all objects, last 10 s" />
-      <${Stat} label="Freshness" value=${formatDuration(worstFreshness)} sub="receipt to queryable, last min"
+      <${Stat} label="Freshness" value=${formatDuration(worstFreshness)} sub="receipt to queryable, real-time records, last min"
         tone=${worstFreshness === null ? undefined : worstFreshness > 1000 ? 'warn' : 'ok'} />
       <${Stat} label="Alerts / min" testid="stat-alerts" value=${formatNumber(alertsLastMinute)} sub="live rule hits, last 60 s" />
       <${Stat} label="Sink lag" value=${formatNumber(sinkLag)} sub="accepted, not yet stored"
