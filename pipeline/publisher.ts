@@ -70,8 +70,8 @@ export class RecordPublisher {
   }
 
   /**
-   * Publishes envelopes (JSON texts) of one object and partition as one message, resolving once JetStream
-   * stored it. `msgId` names the batch: sent again (a resumed job), it is stored once.
+   * Publishes a batch job's envelopes (JSON texts) of one object and partition as one message, in the job lane,
+   * resolving once JetStream stored it. `msgId` names the batch: sent again (a resumed job), it is stored once.
    */
   async publishBatch(
     object: string,
@@ -84,7 +84,7 @@ export class RecordPublisher {
     h.set(ENVELOPE_BATCH_HEADERS.count, String(envelopes.length))
     h.set(ENVELOPE_BATCH_HEADERS.schemaVersion, String(meta.schemaVersion))
     h.set(ENVELOPE_BATCH_HEADERS.receivedAt, String(meta.receivedAt))
-    return this.#store(SUBJECTS.record(object, partition), Buffer.from(`[${envelopes.join(',')}]`), msgId, h, 'the records were not stored')
+    return this.#store(SUBJECTS.jobRecords(object, partition), Buffer.from(`[${envelopes.join(',')}]`), msgId, h, 'the records were not stored')
   }
 
   /** Stores a message under its id (`unstored` says what a refusal lost), resolving once JetStream has it. */

@@ -34,8 +34,13 @@ export const SUBJECTS = {
    * record of one account (the rule stage's windows) can split the work by partition.
    */
   record: (object: string, partition: number) => `sluice.records.${object}.${partition}`,
-  /** Every partition of one object's records. */
-  recordsOf: (object: string) => `sluice.records.${object}.*`,
+  /**
+   * Where a batch job publishes its records: `sluice.records.<object>.job.<partition>`, a lane of the partition's
+   * own, so that the rule stage takes real-time records in ahead of a job's (RULE_CONSUMERS).
+   */
+  jobRecords: (object: string, partition: number) => `sluice.records.${object}.job.${partition}`,
+  /** Every record of one object, of every partition and lane. */
+  recordsOf: (object: string) => `sluice.records.${object}.>`,
   /**
    * A rule stage decision on one record, on core NATS once its batch is stored in SLUICE_DECISIONS: for live
    * subscribers and sync ingest, which waits on it.
@@ -64,7 +69,7 @@ export const SUBJECTS = {
   schemaChanged: (object: string) => `sluice.schema.changed.${object}`,
 } as const
 
-/** The object a record subject names: `sluice.records.<object>.<partition>`. */
+/** The object a record subject names: `sluice.records.<object>[.job].<partition>`. */
 export function objectOfSubject(subject: string): string {
   return subject.split('.')[2]
 }
@@ -72,6 +77,14 @@ export function objectOfSubject(subject: string): string {
 /** The partition a record subject names. */
 export function partitionOfSubject(subject: string): number {
   return Number(subject.slice(subject.lastIndexOf('.') + 1))
+}
+
+/** A partition's records arrive in two lanes: real time (POSTs) and batch jobs. */
+export type RecordLane = 'live' | 'job'
+
+/** The lane a record subject is in (SUBJECTS.record or SUBJECTS.jobRecords). */
+export function laneOfSubject(subject: string): RecordLane {
+  return subject.split('.').length === 5 ? 'job' : 'live'
 }
 
 /** How many partitions the record subjects are split into; fixed, since changing it would move accounts between partitions. */
@@ -84,15 +97,24 @@ export const CONSUMERS = {
 } as const
 
 /**
- * The rule stage's durable consumers, one per record partition (a NATS 2.9 consumer has one filter subject).
- * A rule worker owns a set of partitions and consumes theirs; the stage makes and remakes them itself.
+ * The rule stage's durable consumers, one per record partition and lane (a NATS 2.9 consumer has one filter
+ * subject). A rule worker owns a set of partitions and consumes theirs; the stage makes and remakes them itself.
+ * A batch job's lane has its own consumer so that a job's backlog does not hold up real-time records, which
+ * JetStream would otherwise deliver only after every job message stored before them.
  */
 export const RULE_CONSUMERS = {
-  durable: (partition: number) => `rules-p${String(partition).padStart(2, '0')}`,
+  durable: (partition: number, lane: RecordLane) => `rules-p${String(partition).padStart(2, '0')}${lane === 'job' ? '-jobs' : ''}`,
   /** What every rule consumer's name starts with. */
   prefix: 'rules-p',
-  filter: (partition: number) => `sluice.records.*.${partition}`,
+  filter: (partition: number, lane: RecordLane) => (lane === 'job' ? `sluice.records.*.job.${partition}` : `sluice.records.*.${partition}`),
 } as const
+
+export const RECORD_LANES: readonly RecordLane[] = ['live', 'job']
+
+/** The durable name of every rule consumer, of every partition and lane. */
+export const EVERY_RULE_CONSUMER: readonly string[] = Array.from({ length: RECORD_PARTITIONS }, (_, p) =>
+  RECORD_LANES.map((lane) => RULE_CONSUMERS.durable(p, lane)),
+).flat()
 
 /** Queue group for the query responders, so a request is answered once. */
 export const QUERY_QUEUE = 'sluice-query'

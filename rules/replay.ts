@@ -1,7 +1,7 @@
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream'
 import { type RecordMessage, readRecordMessage } from '../pipeline/envelope.ts'
 import { readDecisionBatch } from '../pipeline/sink/rule-outcome-sink.ts'
-import { RECORD_PARTITIONS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
+import { EVERY_RULE_CONSUMER, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
 import {
   type AnalyticsStore,
   type Decision,
@@ -137,7 +137,7 @@ export async function replayRules(opts: ReplayOptions): Promise<ReplayReport> {
   const fromSeq = await firstSeqFrom(opts.js, opts.from)
   if (fromSeq === undefined) return report
   const state = new RuleState([...opts.replayed.allFeatures(), ...opts.live.allFeatures()], opts.state)
-  const before = new Map(Array.from({ length: RECORD_PARTITIONS }, (_, p) => [p, fromSeq - 1]))
+  const before = new Map(EVERY_RULE_CONSUMER.map((durable) => [durable, fromSeq - 1]))
   await rebuildState(opts.js, opts.jsm, { registry: opts.registry, state, lastSeq: before, lateMs: opts.state.lateMs })
   const replayed = new Tally(opts.replayed.version)
   const live = new Tally(opts.live.version)

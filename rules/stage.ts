@@ -1,11 +1,11 @@
-import { setTimeout as sleep } from 'node:timers/promises'
+import { setImmediate as setImmediatePromise, setTimeout as sleep } from 'node:timers/promises'
 import { AckPolicy, type Consumer, type ConsumerMessages, DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream'
 import { headers, type MsgHdrs, type NatsConnection, nanos, type Subscription } from '@nats-io/transport-node'
 import { Counter, Histogram, type Registry } from 'prom-client'
 import type { SluiceConfig } from '../pipeline/config.ts'
 import type { Logger } from '../pipeline/logger.ts'
 import { StreamPublisher } from '../pipeline/stream-publisher.ts'
-import { DECISION_BATCH_HEADERS, MAX_BATCH_DECISIONS, RULE_CONSUMERS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
+import { DECISION_BATCH_HEADERS, MAX_BATCH_DECISIONS, RECORD_LANES, type RecordLane, RULE_CONSUMERS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
 import { ensureConsumer } from '../pipeline/topology.ts'
 import { CounterTally, type Decision, type RuleStore, type SchemaRegistry } from '../storage/index.ts'
 import { type CompiledRuleSet, compileStoredRuleSet } from './rule-set.ts'
@@ -125,12 +125,14 @@ export class RuleStage {
       activityWindowMs: config.activityWindowHours * HOUR_MS,
       lateMs: config.lateArrivalMinutes * MINUTE_MS,
     })
-    const consumers = new Map<number, Consumer>()
-    const lastSeq = new Map<number, number>()
+    const consumers: { partition: number; lane: RecordLane; consumer: Consumer }[] = []
+    const lastSeq = new Map<string, number>()
     for (const partition of config.partitions) {
-      const prepared = await this.#prepareConsumer(partition)
-      consumers.set(partition, prepared.consumer)
-      lastSeq.set(partition, prepared.lastSeq)
+      for (const lane of RECORD_LANES) {
+        const prepared = await this.#prepareConsumer(partition, lane)
+        consumers.push({ partition, lane, consumer: prepared.consumer })
+        lastSeq.set(RULE_CONSUMERS.durable(partition, lane), prepared.lastSeq)
+      }
     }
     const started = performance.now()
     const absorbed = await rebuildState(this.#opts.js, this.#opts.jsm, {
@@ -143,13 +145,14 @@ export class RuleStage {
       { partitions: config.partitions, records: absorbed, ms: Math.round(performance.now() - started) },
       'rule stage: state rebuilt from the record stream',
     )
-    this.#runners = [...consumers].map(
-      ([partition, consumer]) =>
+    this.#runners = consumers.map(
+      ({ partition, lane, consumer }) =>
         new PartitionRunner(consumer, {
           evaluate: (msg) => this.#evaluate(state, msg),
           publish: (batch) => this.#publishBatch(partition, batch),
           onFailure: (err) => this.#failed(generation, partition, err),
           maxInFlight: config.maxInFlight,
+          yieldEachMessage: lane === 'job',
         }),
     )
     for (const runner of this.#runners) await runner.start()
@@ -161,20 +164,20 @@ export class RuleStage {
   }
 
   /**
-   * Makes the partition's durable consumer deliver, in stream order, the records after the last one acked.
-   * Records an earlier run took but did not ack would come back only after the ack wait, behind newer ones;
-   * windows need stream order, so such a consumer is made anew right after its last acked record.
+   * Makes the durable consumer of the partition's lane deliver, in stream order, the records after the last one
+   * acked. Records an earlier run took but did not ack would come back only after the ack wait, behind newer
+   * ones; windows need stream order, so such a consumer is made anew right after its last acked record.
    */
-  async #prepareConsumer(partition: number): Promise<{ consumer: Consumer; lastSeq: number }> {
+  async #prepareConsumer(partition: number, lane: RecordLane): Promise<{ consumer: Consumer; lastSeq: number }> {
     const { jsm, js, config } = this.#opts
     const stream = STREAMS.records.name
-    const durable = RULE_CONSUMERS.durable(partition)
+    const durable = RULE_CONSUMERS.durable(partition, lane)
     const info = await ensureConsumer(
       jsm,
       stream,
       {
         durable_name: durable,
-        filter_subject: RULE_CONSUMERS.filter(partition),
+        filter_subject: RULE_CONSUMERS.filter(partition, lane),
         // Records are finished in stream order, so acking the last of a batch acks the batch.
         ack_policy: AckPolicy.All,
         deliver_policy: DeliverPolicy.All,
@@ -339,6 +342,11 @@ interface RunnerDeps {
   onFailure: (err: unknown) => void
   /** Records evaluated and not yet stored, at most; the runner waits before taking more. */
   maxInFlight: number
+  /**
+   * Lets the event loop run between messages: a batch job's runners, whose messages are already at hand, would
+   * otherwise evaluate them all before a real-time record that arrived meanwhile is even read off the socket.
+   */
+  yieldEachMessage: boolean
 }
 
 /**
@@ -383,6 +391,7 @@ class PartitionRunner {
 
   async #consume(messages: ConsumerMessages): Promise<void> {
     for await (const msg of messages) {
+      if (this.#deps.yieldEachMessage) await setImmediatePromise()
       if (this.#failed) {
         msg.nak()
         continue

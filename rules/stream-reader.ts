@@ -1,6 +1,6 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg, type OrderedConsumerOptions } from '@nats-io/jetstream'
 import { decodeRecordMessage, type Envelope } from '../pipeline/envelope.ts'
-import { partitionOfSubject, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
+import { laneOfSubject, partitionOfSubject, RULE_CONSUMERS, STREAMS, SUBJECTS } from '../pipeline/streams.ts'
 import { recordSeq, type SchemaRegistry } from '../storage/index.ts'
 import { type RuleState, recordTime, type StageRecord } from './rule-state.ts'
 
@@ -57,16 +57,17 @@ export function stageRecordsOf(msg: JsMsg, registry: SchemaRegistry): StageRecor
 }
 
 /**
- * Fills `state` with what it held after the stage last processed `lastSeq` of each partition (0: nothing yet):
+ * Fills `state` with what it held after the stage last processed `lastSeq` of each rule consumer (by its durable
+ * name: a partition's lane; 0: nothing yet):
  * per object, the records within the longest span anything reads them over (its longest window, the activity
  * lookup window, all retained accounts), counted back from when the earliest of those last records arrived,
- * less `lateMs` for records that arrive after their own time. Records of other partitions, and records past a
- * partition's last processed one, are skipped. Returns how many records it took in.
+ * less `lateMs` for records that arrive after their own time. Records of other partitions, and records past
+ * their lane's last processed one, are skipped. Returns how many records it took in.
  */
 export async function rebuildState(
   js: JetStreamClient,
   jsm: JetStreamManager,
-  opts: { registry: SchemaRegistry; state: RuleState; lastSeq: ReadonlyMap<number, number>; lateMs: number },
+  opts: { registry: SchemaRegistry; state: RuleState; lastSeq: ReadonlyMap<string, number>; lateMs: number },
 ): Promise<number> {
   const processed = [...opts.lastSeq].filter(([, seq]) => seq > 0)
   if (processed.length === 0) return 0
@@ -85,7 +86,7 @@ export async function rebuildState(
       from: span === Number.POSITIVE_INFINITY ? 'first' : { time: anchor - span - opts.lateMs },
       untilSeq,
       onMessage: (msg) => {
-        if (msg.seq > (opts.lastSeq.get(partitionOfSubject(msg.subject)) ?? 0)) return
+        if (msg.seq > (opts.lastSeq.get(RULE_CONSUMERS.durable(partitionOfSubject(msg.subject), laneOfSubject(msg.subject))) ?? 0)) return
         for (const item of stageRecordsOf(msg, opts.registry)) {
           opts.state.absorb(item)
           absorbed++

@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
+import { join } from 'node:path'
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
 import t, { type Test } from 'tap'
+import { writeCsv } from '../fixtures/generate.ts'
 import { type GeneratedRecord, generate } from '../fixtures/generator.ts'
 import { DEFAULT_SCHEMAS_DIR, encodeEnvelope, partitionOf, RECORD_PARTITIONS, STREAMS, SUBJECTS } from '../pipeline/index.ts'
 import { DEFAULT_RULES_FILE, evaluateRecords, readRuleSetFile, validateRuleSet } from '../rules/index.ts'
@@ -289,6 +291,39 @@ t.test('after a restart the stage rebuilds its windows and lookups from the stre
   t.equal(stored.length, records.length, 'one decision per record in SLUICE_DECISIONS')
   t.equal(live.size, records.length, 'none twice')
   expectUninterruptedDecisions(t, records, ids, live)
+})
+
+t.test("a real-time record is decided ahead of a batch job's records stored before it: the job's lane has consumers of its own", async (t) => {
+  const nats = await startTestNats(t)
+  const dataDir = tempDir(t)
+  // The job is stored while no rule stage runs, so that its records wait in JetStream when the stage starts.
+  const first = await startTestSluice(t, { natsUrl: nats.url, dataDir, config: { roles: ['ingress', 'sink', 'batch'] } })
+  const csvPath = join(tempDir(t), 'history.csv')
+  const jobRecords = await writeCsv(csvPath, 'transaction', 32_000)
+  const upload = await first.request('POST', '/batch?object=transaction', readFileSync(csvPath, 'utf8'), { 'content-type': 'text/csv' })
+  const { job_id } = (await upload.json()) as { job_id: string }
+  await eventually(
+    async () => {
+      const status = (await (await first.request('GET', `/batch-status/${job_id}`)).json()) as { state: string }
+      return status.state === 'completed' ? status : undefined
+    },
+    60_000,
+    200,
+  )
+  const live = { ...bases.transaction, transaction_id: 'live-after-the-job' }
+  const { body } = await post(first, 'transaction', live)
+  await first.stop()
+  await startTestSluice(t, { natsUrl: nats.url, dataDir })
+
+  const decisions = await storedDecisions(nats.url, jobRecords + 1, t)
+  const liveDecision = decisions.find((d) => d.record_id === body.record_id) as Decision
+  const partition = partitionOf(live, 'transaction_id', RECORD_PARTITIONS)
+  const jobsInPartition = decisions.filter(
+    (d) => d.job_id === job_id && partitionOf({ account_id: d.account_id }, 'transaction_id', RECORD_PARTITIONS) === partition,
+  )
+  const decidedAfter = jobsInPartition.filter((d) => Date.parse(d.evaluated_at) > Date.parse(liveDecision.evaluated_at)).length
+  t.ok(jobsInPartition.length > 1000, `${jobsInPartition.length} of the job's records are in the real-time record's partition`)
+  t.ok(decidedAfter > jobsInPartition.length / 2, `decided before ${decidedAfter} of them, though stored after them all`)
 })
 
 /** Ends the rule stage's worker thread at once, as a crash would, through the inspector: Sluice has no hook for it. */

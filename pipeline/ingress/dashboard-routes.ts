@@ -9,7 +9,7 @@ import { stringifySetCookie } from 'cookie'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { type ApiKeyInfo, hasScope, SCOPES, SESSION_TTL_MS, type SessionStore } from '../../storage/index.ts'
 import { SluiceError } from '../errors.ts'
-import { CONSUMERS, RECORD_PARTITIONS, RULE_CONSUMERS, STREAMS, SUBJECTS } from '../streams.ts'
+import { CONSUMERS, EVERY_RULE_CONSUMER, STREAMS, SUBJECTS } from '../streams.ts'
 import type { IngressDeps } from './app.ts'
 import { authenticate, SESSION_COOKIE, sessionToken } from './auth.ts'
 import { LiveFeed } from './live-feed.ts'
@@ -89,7 +89,7 @@ const PipelineSchema = Type.Object({
 })
 
 const SINK_CONSUMERS: ReadonlySet<string> = new Set([CONSUMERS.analyticsSink.durable, CONSUMERS.ruleOutcomeSink.durable])
-const RULE_STAGE_CONSUMERS: ReadonlySet<string> = new Set(Array.from({ length: RECORD_PARTITIONS }, (_, p) => RULE_CONSUMERS.durable(p)))
+const RULE_STAGE_CONSUMERS: ReadonlySet<string> = new Set(EVERY_RULE_CONSUMER)
 const roleOfConsumer = (name: string) => (SINK_CONSUMERS.has(name) ? 'sink' : RULE_STAGE_CONSUMERS.has(name) ? 'rules' : 'other')
 
 function sessionCookie(request: FastifyRequest, value: string, maxAgeSeconds: number): string {
