@@ -13,8 +13,8 @@ import { cpuSeconds, natsServerPid, rssBytes } from './proc.ts'
 import type { BenchResult, Figure, Target } from './report.ts'
 import { withSluiceServe } from './server-process.ts'
 
-/** A real-time record sent every so often while the job runs, each polled for until queryable. */
-const REAL_TIME_PROBE = { everyMs: 1000, pollEveryMs: 20, timeoutMs: 120_000 } as const
+/** A real-time record sent every so often while the job runs, waiting for its rule decision, then polled for until queryable. */
+const REAL_TIME_PROBE = { everyMs: 1000, pollEveryMs: 20, timeoutMs: 120_000, syncDecision: true } as const
 /** One CSV upload of this many transactions; status polled, server memory sampled, while the job runs. */
 const BATCH = { records: 1_000_000, pollEveryMs: 200, rssEveryMs: 100, timelineEveryMs: 1000, progressEveryMs: 5000, timeoutMs: 20 * 60_000 } as const
 
@@ -138,6 +138,9 @@ interface SluiceMeasurements {
   timeline: TimelinePoint[]
   /** POST-to-queryable times of real-time records sent one at a time while the job ran, ms. */
   realTimeFreshnessMs: number[]
+  /** How long their POST ?decision=sync took to answer, ms, and how many answers said the decision was still pending. */
+  realTimeDecisionMs: number[]
+  realTimePending: number
   problems: string[]
 }
 
@@ -157,6 +160,8 @@ async function measureRunningSluice(
     cpuSeconds: { sluice: null, nats: null },
     timeline: [],
     realTimeFreshnessMs: [],
+    realTimeDecisionMs: [],
+    realTimePending: 0,
     problems: [],
   }
   const cpuAtStart = { sluice: cpuSeconds(pids.sluice), nats: pids.nats === null ? null : cpuSeconds(pids.nats) }
@@ -189,6 +194,8 @@ async function measureRunningSluice(
         const probe = await probeFreshness({ url, headers }, `during-job-${n}`, REAL_TIME_PROBE)
         if ('problem' in probe) return measured.problems.push(probe.problem)
         measured.realTimeFreshnessMs.push(probe.queryableMs)
+        measured.realTimeDecisionMs.push(probe.postMs)
+        if (!probe.decided) measured.realTimePending++
         await sleep(REAL_TIME_PROBE.everyMs)
       }
     })()
@@ -284,6 +291,7 @@ export async function runBatchBench(): Promise<BenchResult> {
 
     const problems = [...sluice.problems, ...countProblems(sluice.final, records)]
     const realTimeFreshness = [...sluice.realTimeFreshnessMs].sort((a, b) => a - b)
+    const realTimeDecision = [...sluice.realTimeDecisionMs].sort((a, b) => a - b)
     if (records !== BATCH.records) problems.push(`the generator wrote ${records} records, not ${BATCH.records}`)
     if (duckdb.rows !== records) problems.push(`DuckDB read ${duckdb.rows} rows of the ${records} records`)
 
@@ -306,6 +314,9 @@ export async function runBatchBench(): Promise<BenchResult> {
       { label: 'nats-server peak RSS', value: megabytes(sluice.natsPeakRssBytes), unit: 'MB' },
       { label: 'real-time record POST to queryable during the job, p50', value: percentile(realTimeFreshness, 0.5), unit: 'ms' },
       { label: 'real-time record POST to queryable during the job, max', value: realTimeFreshness.at(-1) ?? null, unit: 'ms' },
+      { label: 'its POST ?decision=sync answered, p50', value: percentile(realTimeDecision, 0.5), unit: 'ms' },
+      { label: 'its POST ?decision=sync answered, max', value: realTimeDecision.at(-1) ?? null, unit: 'ms' },
+      { label: 'sync answers still pending (rules.syncTimeoutMs)', value: sluice.realTimePending, unit: `of ${realTimeDecision.length}` },
       { label: 'records accepted', value: sluice.final?.counts.accepted ?? null, unit: '' },
       { label: 'records rejected', value: sluice.final?.counts.rejected ?? null, unit: '' },
       { label: 'records stored', value: sluice.final?.counts.stored ?? null, unit: '' },

@@ -33,15 +33,16 @@ export interface ProbeTarget {
 /**
  * POST-to-queryable time of one record: POSTs a transaction with this id, then asks for its record_id every
  * `pollEveryMs` until a query returns it. A problem instead when the POST is refused or the record is not
- * queryable within `timeoutMs`.
+ * queryable within `timeoutMs`. With `syncDecision` the POST waits for the rule stage's decision
+ * (`?decision=sync`), and `decided` says whether it came in time (or the answer said `pending`).
  */
 export async function probeFreshness(
   sluice: ProbeTarget,
   transactionId: string,
-  opts: { pollEveryMs: number; timeoutMs: number },
-): Promise<{ postMs: number; queryableMs: number } | { problem: string }> {
+  opts: { pollEveryMs: number; timeoutMs: number; syncDecision?: boolean },
+): Promise<{ postMs: number; queryableMs: number; decided: boolean } | { problem: string }> {
   const started = performance.now()
-  const res = await fetch(`${sluice.url}/transaction`, {
+  const res = await fetch(`${sluice.url}/transaction${opts.syncDecision ? '?decision=sync' : ''}`, {
     method: 'POST',
     headers: { ...sluice.headers, 'content-type': 'application/json' },
     body: JSON.stringify({ ...SAMPLE_TRANSACTION, transaction_id: transactionId }),
@@ -49,14 +50,15 @@ export async function probeFreshness(
   const answer = await res.text()
   const postMs = performance.now() - started
   if (res.status !== 202) return { problem: `POST /transaction answered ${res.status} during a freshness probe: ${answer}` }
-  const { record_id: recordId } = JSON.parse(answer) as { record_id: string }
+  const { record_id: recordId, decision } = JSON.parse(answer) as { record_id: string; decision?: { status?: string } }
+  const decided = decision !== undefined && decision.status !== 'pending'
   const query = `${sluice.url}/records/transaction?record_id=${encodeURIComponent(recordId)}&limit=1`
   for (;;) {
     const page = await fetch(query, { headers: sluice.headers })
     if (page.status !== 200) return { problem: `GET /records answered ${page.status} during a freshness probe: ${await page.text()}` }
     const { records } = (await page.json()) as { records: unknown[] }
     const now = performance.now()
-    if (records.length > 0) return { postMs, queryableMs: now - started }
+    if (records.length > 0) return { postMs, queryableMs: now - started, decided }
     if (now - started > opts.timeoutMs) return { problem: `record ${recordId} was not queryable ${opts.timeoutMs} ms after its POST` }
     await sleep(opts.pollEveryMs)
   }
