@@ -109,6 +109,7 @@ export const RULE_CONSUMERS = {
   filter: (partition: number, lane: RecordLane) => (lane === 'job' ? `sluice.records.*.job.${partition}` : `sluice.records.*.${partition}`),
 } as const
 
+/** Every lane, live first: the rule stage starts a partition's live consumer ahead of its job lane's. */
 export const RECORD_LANES: readonly RecordLane[] = ['live', 'job']
 
 /** The durable name of every rule consumer, of every partition and lane. */

@@ -1,4 +1,4 @@
-import { setImmediate as setImmediatePromise, setTimeout as sleep } from 'node:timers/promises'
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises'
 import { AckPolicy, type Consumer, type ConsumerMessages, DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream'
 import { headers, type MsgHdrs, type NatsConnection, nanos, type Subscription } from '@nats-io/transport-node'
 import { Counter, Histogram, type Registry } from 'prom-client'
@@ -391,7 +391,7 @@ class PartitionRunner {
 
   async #consume(messages: ConsumerMessages): Promise<void> {
     for await (const msg of messages) {
-      if (this.#deps.yieldEachMessage) await setImmediatePromise()
+      if (this.#deps.yieldEachMessage) await nextTurn()
       if (this.#failed) {
         msg.nak()
         continue
