@@ -6,7 +6,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node'
 import t, { type Test } from 'tap'
 import { writeCsv } from '../fixtures/generate.ts'
 import { type GeneratedRecord, generate } from '../fixtures/generator.ts'
-import { DEFAULT_SCHEMAS_DIR, encodeEnvelope, partitionOf, RECORD_PARTITIONS, STREAMS, SUBJECTS } from '../pipeline/index.ts'
+import { DEFAULT_SCHEMAS_DIR, encodeEnvelope, MAX_BATCH_DECISIONS, partitionOf, RECORD_PARTITIONS, STREAMS, SUBJECTS } from '../pipeline/index.ts'
 import { DEFAULT_RULES_FILE, evaluateRecords, readRuleSetFile, validateRuleSet } from '../rules/index.ts'
 import { type Alert, type Decision, openStateDb, SchemaRegistry } from '../storage/index.ts'
 import { eventually, startTestNats, startTestSluice, type TestSluice, tempDir } from './helpers/sluice.ts'
@@ -340,6 +340,34 @@ async function crashRuleThread(t: Test): Promise<void> {
   const message = JSON.stringify({ id: 1, method: 'Runtime.evaluate', params: { expression: 'process.exit(1)' } })
   for (const sessionId of ruleThreads) await session.post('NodeWorker.sendMessageToWorker', { sessionId, message })
 }
+
+t.test("a rule thread that dies in the middle of a batch job resumes the job's lane from its acks: each record decided, stored once", async (t) => {
+  const nats = await startTestNats(t)
+  const s = await startTestSluice(t, { natsUrl: nats.url })
+  const csvPath = join(tempDir(t), 'history.csv')
+  const total = await writeCsv(csvPath, 'transaction', 20_000)
+  const upload = await s.request('POST', '/batch?object=transaction', readFileSync(csvPath, 'utf8'), { 'content-type': 'text/csv' })
+  const { job_id } = (await upload.json()) as { job_id: string }
+  const nc = await connect({ servers: nats.url })
+  t.teardown(() => nc.close())
+  const jsm = await jetstreamManager(nc)
+  // Dies once the first of the job's decisions are stored, while the rest wait in its lane.
+  await eventually(async () => ((await jsm.streams.info(STREAMS.decisions.name)).state.messages > 0 ? true : undefined), 30_000, 10)
+  await crashRuleThread(t)
+  const storedAtCrash = (await jsm.streams.info(STREAMS.decisions.name)).state.messages
+  t.ok(storedAtCrash < total / MAX_BATCH_DECISIONS, `it died with ${storedAtCrash} of the job's decision batches stored`)
+  const status = await eventually(
+    async () => {
+      const body = (await (await s.request('GET', `/batch-status/${job_id}`)).json()) as { state: string; counts: { accepted: number; evaluated: number } }
+      return body.state === 'completed' ? body : undefined
+    },
+    60_000,
+    200,
+  )
+  t.equal(status.counts.evaluated, total, 'the job completes with every record decided')
+  const decided = new Set((await storedDecisions(nats.url, total, t)).filter((d) => d.job_id === job_id).map((d) => d.record_id))
+  t.equal(decided.size, total, 'each record of the job has its decision in SLUICE_DECISIONS')
+})
 
 t.test('a rule thread that dies is started again and resumes from its acks: every record decided, as in one run, stored once', async (t) => {
   const nats = await startTestNats(t)
