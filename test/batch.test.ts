@@ -5,20 +5,8 @@ import { connect } from '@nats-io/transport-node'
 import t, { type Test } from 'tap'
 import { generateBatch } from '../fixtures/generator.ts'
 import { runCli } from './helpers/cli.ts'
+import { finished, type JobStatus } from './helpers/jobs.ts'
 import { eventually, startTestNats, startTestSluice, type TestSluice, tempDir } from './helpers/sluice.ts'
-
-interface JobStatus {
-  job_id: string
-  state: string
-  object: string | null
-  counts: { total: number | null; processed: number; accepted: number; rejected: number; stored: number; evaluated: number }
-  progress: { percent: number }
-  first_errors: { row: number; record_key: string | null; pointer: string; message: string }[]
-  errors_url: string
-  error: string | null
-}
-
-const FINAL = ['completed', 'completed_with_errors', 'failed', 'cancelled']
 
 async function upload(s: TestSluice, body: string | Uint8Array<ArrayBuffer>, contentType: string, query = '', headers: Record<string, string> = {}) {
   return fetch(`${s.url}/batch${query}`, {
@@ -26,17 +14,6 @@ async function upload(s: TestSluice, body: string | Uint8Array<ArrayBuffer>, con
     headers: { authorization: 'Bearer sk_test_admin_key_0123456789abcdef', 'content-type': contentType, ...headers },
     body,
   })
-}
-
-async function finished(s: TestSluice, jobId: string, timeoutMs = 20_000): Promise<JobStatus> {
-  return eventually(
-    async () => {
-      const status = (await (await s.request('GET', `/batch-status/${jobId}`)).json()) as JobStatus
-      return FINAL.includes(status.state) ? status : undefined
-    },
-    timeoutMs,
-    50,
-  )
 }
 
 async function jobIdOf(res: Response): Promise<string> {

@@ -1,14 +1,13 @@
 import { readFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
-import { join } from 'node:path'
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
 import t, { type Test } from 'tap'
-import { writeCsv } from '../fixtures/generate.ts'
 import { type GeneratedRecord, generate } from '../fixtures/generator.ts'
 import { DEFAULT_SCHEMAS_DIR, encodeEnvelope, MAX_BATCH_DECISIONS, partitionOf, RECORD_PARTITIONS, STREAMS, SUBJECTS } from '../pipeline/index.ts'
 import { DEFAULT_RULES_FILE, evaluateRecords, readRuleSetFile, validateRuleSet } from '../rules/index.ts'
 import { type Alert, type Decision, openStateDb, SchemaRegistry } from '../storage/index.ts'
+import { finished, uploadGeneratedCsv } from './helpers/jobs.ts'
 import { eventually, startTestNats, startTestSluice, type TestSluice, tempDir } from './helpers/sluice.ts'
 
 const { bases } = JSON.parse(readFileSync(new URL('../fixtures/cases/rules.json', import.meta.url), 'utf8')) as {
@@ -298,18 +297,8 @@ t.test("a real-time record is decided ahead of a batch job's records stored befo
   const dataDir = tempDir(t)
   // The job is stored while no rule stage runs, so that its records wait in JetStream when the stage starts.
   const first = await startTestSluice(t, { natsUrl: nats.url, dataDir, config: { roles: ['ingress', 'sink', 'batch'] } })
-  const csvPath = join(tempDir(t), 'history.csv')
-  const jobRecords = await writeCsv(csvPath, 'transaction', 32_000)
-  const upload = await first.request('POST', '/batch?object=transaction', readFileSync(csvPath, 'utf8'), { 'content-type': 'text/csv' })
-  const { job_id } = (await upload.json()) as { job_id: string }
-  await eventually(
-    async () => {
-      const status = (await (await first.request('GET', `/batch-status/${job_id}`)).json()) as { state: string }
-      return status.state === 'completed' ? status : undefined
-    },
-    60_000,
-    200,
-  )
+  const { jobId, records: jobRecords } = await uploadGeneratedCsv(t, first, 32_000)
+  t.equal((await finished(first, jobId, 60_000)).state, 'completed', 'the job is stored')
   const live = { ...bases.transaction, transaction_id: 'live-after-the-job' }
   const { body } = await post(first, 'transaction', live)
   await first.stop()
@@ -319,7 +308,7 @@ t.test("a real-time record is decided ahead of a batch job's records stored befo
   const liveDecision = decisions.find((d) => d.record_id === body.record_id) as Decision
   const partition = partitionOf(live, 'transaction_id', RECORD_PARTITIONS)
   const jobsInPartition = decisions.filter(
-    (d) => d.job_id === job_id && partitionOf({ account_id: d.account_id }, 'transaction_id', RECORD_PARTITIONS) === partition,
+    (d) => d.job_id === jobId && partitionOf({ account_id: d.account_id }, 'transaction_id', RECORD_PARTITIONS) === partition,
   )
   const decidedAfter = jobsInPartition.filter((d) => Date.parse(d.evaluated_at) > Date.parse(liveDecision.evaluated_at)).length
   t.ok(jobsInPartition.length > 1000, `${jobsInPartition.length} of the job's records are in the real-time record's partition`)
@@ -344,10 +333,7 @@ async function crashRuleThread(t: Test): Promise<void> {
 t.test("a rule thread that dies in the middle of a batch job resumes the job's lane from its acks: each record decided, stored once", async (t) => {
   const nats = await startTestNats(t)
   const s = await startTestSluice(t, { natsUrl: nats.url })
-  const csvPath = join(tempDir(t), 'history.csv')
-  const total = await writeCsv(csvPath, 'transaction', 20_000)
-  const upload = await s.request('POST', '/batch?object=transaction', readFileSync(csvPath, 'utf8'), { 'content-type': 'text/csv' })
-  const { job_id } = (await upload.json()) as { job_id: string }
+  const { jobId, records: total } = await uploadGeneratedCsv(t, s, 20_000)
   const nc = await connect({ servers: nats.url })
   t.teardown(() => nc.close())
   const jsm = await jetstreamManager(nc)
@@ -356,16 +342,10 @@ t.test("a rule thread that dies in the middle of a batch job resumes the job's l
   await crashRuleThread(t)
   const storedAtCrash = (await jsm.streams.info(STREAMS.decisions.name)).state.messages
   t.ok(storedAtCrash < total / MAX_BATCH_DECISIONS, `it died with ${storedAtCrash} of the job's decision batches stored`)
-  const status = await eventually(
-    async () => {
-      const body = (await (await s.request('GET', `/batch-status/${job_id}`)).json()) as { state: string; counts: { accepted: number; evaluated: number } }
-      return body.state === 'completed' ? body : undefined
-    },
-    60_000,
-    200,
-  )
+  const status = await finished(s, jobId, 60_000)
+  t.equal(status.state, 'completed', 'the job completes')
   t.equal(status.counts.evaluated, total, 'the job completes with every record decided')
-  const decided = new Set((await storedDecisions(nats.url, total, t)).filter((d) => d.job_id === job_id).map((d) => d.record_id))
+  const decided = new Set((await storedDecisions(nats.url, total, t)).filter((d) => d.job_id === jobId).map((d) => d.record_id))
   t.equal(decided.size, total, 'each record of the job has its decision in SLUICE_DECISIONS')
 })
 
