@@ -353,12 +353,12 @@ export class RuleOutcomeStore {
    * value is a call on the event loop, so the rows go in slices with a turn of the event loop between them: a
    * batch job's write of 8,000 decisions held it for some 40 ms at once, with real-time requests waiting.
    */
-  async #append<T>(table: string, items: readonly T[], writeRows: (appender: DuckDBAppender, item: T) => void): Promise<void> {
+  async #append<T>(table: string, items: readonly T[], writeItem: (appender: DuckDBAppender, item: T) => void): Promise<void> {
     const appender = await this.#write.createAppender(table)
     try {
       for (let i = 0; i < items.length; i++) {
         if (i > 0 && i % APPEND_ITEMS_PER_TURN === 0) await nextTurn()
-        writeRows(appender, items[i])
+        writeItem(appender, items[i])
       }
       appender.flushSync()
     } finally {
